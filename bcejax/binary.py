@@ -1,0 +1,422 @@
+"""Elementwise binary losses, from logits and from probabilities.
+
+Every function returns the unreduced, elementwise loss in the dtype of its
+first argument; reduce it with :func:`bcejax.reduce_loss` or use the callables
+in :mod:`bcejax.losses`. Half-precision inputs are computed in float32, float64
+inputs in float64. Numeric config (``alpha``, ``gamma``, ``pos_weight``,
+``weights``, ``label_smoothing``, ``epsilon``) may be a traced array.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from bcejax import _numerics, checks
+
+# Integer focal exponents up to this one are computed as repeated products of
+# q = 1 - p_t, which is cheaper than exp(gamma * log q) and exact.
+_MAX_INTEGER_GAMMA = 8
+
+
+def _compute_dtype(dtype):
+    # Half precision is computed in float32; float32 and float64 are kept.
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _prepare(preds, labels, *, name, from_logits, **config):
+    """Checks the inputs and returns them cast to the compute dtype."""
+    preds = checks.check_float(preds, name)
+    labels = jnp.asarray(labels)
+    checks.check_broadcast(**{name: preds, "labels": labels}, **config)
+    if from_logits:
+        checks.check_logits(preds, name)
+    else:
+        checks.check_probabilities(preds, name)
+    checks.check_labels(labels)
+    compute = _compute_dtype(preds.dtype)
+    return preds.astype(compute), labels.astype(compute), preds.dtype
+
+
+def _cast(value, dtype):
+    return None if value is None else jnp.asarray(value, dtype)
+
+
+def _is_zero(value) -> bool:
+    """True for config known at trace time to be exactly 0 (the term can be skipped)."""
+    return not isinstance(value, jax.core.Tracer) and bool(np.all(np.asarray(value) == 0))
+
+
+def _smooth(labels, label_smoothing):
+    checks.check_label_smoothing(label_smoothing)
+    if _is_zero(label_smoothing):
+        return labels
+    a = jnp.asarray(label_smoothing, labels.dtype)
+    return labels * (1 - a) + a / 2
+
+
+def _scale(coef, value):
+    return value if coef is None else coef * value
+
+
+def _bce_coefficients(labels, weights, pos_weight):
+    """The coefficients of ``-log p`` and ``-log(1 - p)``: ``(w pw y, w (1 - y))``."""
+    checks.check_nonnegative(pos_weight, "pos_weight")
+    pos = _scale(pos_weight, labels)
+    neg = 1 - labels
+    return _scale(weights, pos), _scale(weights, neg)
+
+
+def _alpha_weight(labels, alpha):
+    """``alpha_t = alpha y + (1 - alpha)(1 - y)``, or None for no class balancing."""
+    if alpha is None:
+        return None
+    checks.check_alpha(alpha)
+    return alpha * labels + (1 - alpha) * (1 - labels)
+
+
+def _integer_gamma(gamma) -> int | None:
+    if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
+        return None
+    value = float(gamma)
+    if value.is_integer() and 0 <= value <= _MAX_INTEGER_GAMMA:
+        return int(value)
+    return None
+
+
+def _modulating_factor(logits, labels, gamma, name="gamma"):
+    """``(1 - p_t) ** gamma``, or None when ``gamma`` is known to be 0."""
+    checks.check_gamma(gamma, name)
+    n = _integer_gamma(gamma)
+    if n == 0:
+        return None
+    if n is not None:
+        return jax.lax.integer_pow(_numerics.prob_wrong(logits, labels), n)
+    return _numerics.focal_factor(logits, labels, jnp.asarray(gamma, logits.dtype))
+
+
+def _modulated(factor, loss):
+    return loss if factor is None else _numerics.modulate(factor, loss)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+) -> jax.Array:
+    r"""Sigmoid binary cross-entropy from logits, elementwise.
+
+    .. math::
+        \ell = w \left(p_w\, y \log(1 + e^{-x}) + (1 - y) \log(1 + e^{x})\right),
+        \qquad y \leftarrow y (1 - a) + a / 2
+
+    The derivative in the logits is ``w ((1 - y) sigmoid(x) - pw y sigmoid(-x))``,
+    i.e. ``sigmoid(x) - y`` for plain BCE. Finite for every finite logit;
+    ``+-inf`` logits with hard labels give 0 when right and ``+inf`` when wrong.
+
+    Equivalents: ``optax.sigmoid_binary_cross_entropy`` (this is a drop-in
+    superset), PyTorch ``BCEWithLogitsLoss(weight=, pos_weight=, reduction="none")``,
+    Keras ``binary_crossentropy(from_logits=True, label_smoothing=)`` (before
+    Keras' mean over the last axis).
+
+    Args:
+      logits: unnormalized log-odds of the positive class, any float dtype.
+      labels: targets in ``[0, 1]`` (bool, int or float; soft labels allowed),
+        broadcastable with ``logits``.
+      weights: optional per-element weights ``w``, broadcastable.
+      pos_weight: optional weight ``p_w`` of the positive term, e.g. one per
+        class for multi-label (PyTorch semantics); ``negatives / positives``
+        balances the classes (see :func:`bcejax.pos_weight_from_labels`).
+      label_smoothing: ``a`` in ``[0, 1)``; labels move towards 1/2.
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    References:
+      Goodfellow et al., Deep Learning, 2016, section 6.2.2.2.
+    """
+    x, y, dtype = _prepare(
+        logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
+    )
+    y = _smooth(y, label_smoothing)
+    pos, neg = _bce_coefficients(y, _cast(weights, x.dtype), _cast(pos_weight, x.dtype))
+    return _numerics.bce_terms(x, pos, neg).astype(dtype)
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+    weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+) -> jax.Array:
+    r"""Sigmoid focal loss from logits, elementwise.
+
+    .. math::
+        \ell = w\, \alpha_t (1 - p_t)^\gamma\, \mathrm{BCE}(x, y), \quad
+        1 - p_t = (1 - y)\, p + y (1 - p), \quad
+        \alpha_t = \alpha y + (1 - \alpha)(1 - y)
+
+    with ``p = sigmoid(x)``; soft labels work, ``alpha=None`` means
+    ``alpha_t = 1`` and ``gamma = 0`` gives (alpha-weighted) BCE. Any
+    ``gamma >= 0``, traced or not: ``(1 - p_t) ** gamma`` is computed in log
+    space, so values and gradients stay finite for ``0 < gamma < 1`` at extreme
+    logits. Integer ``gamma`` known at trace time uses repeated products.
+
+    Equivalents: ``optax.sigmoid_focal_loss`` (drop-in superset);
+    torchvision ``sigmoid_focal_loss(reduction="none")`` with ``alpha=0.25``;
+    Keras ``BinaryFocalCrossentropy(from_logits=True)``, whose
+    ``apply_class_balancing=True`` is ``alpha`` here.
+
+    Args:
+      logits: unnormalized log-odds, any float dtype.
+      labels: targets in ``[0, 1]``, broadcastable with ``logits``.
+      alpha: optional weight of the positive class in ``[0, 1]``.
+      gamma: focusing exponent ``>= 0``.
+      weights: optional per-element weights, broadcastable.
+      label_smoothing: in ``[0, 1)``, applied to the labels first (Keras).
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    References:
+      Lin et al., Focal Loss for Dense Object Detection, ICCV 2017,
+      https://arxiv.org/abs/1708.02002
+    """
+    x, y, dtype = _prepare(
+        logits, labels, name="logits", from_logits=True, weights=weights, alpha=alpha
+    )
+    y = _smooth(y, label_smoothing)
+    coef = _scale(_cast(weights, x.dtype), _alpha_weight(y, _cast(alpha, x.dtype)))
+    loss = _numerics.bce_terms(x, *_bce_coefficients(y, coef, None))
+    return _modulated(_modulating_factor(x, y, gamma), loss).astype(dtype)
+
+
+def _safe_power(base, exponent):
+    """``base ** exponent`` for ``base >= 0`` with ``0 ** 0 = 1`` and finite derivatives."""
+    positive = base > 0
+    safe = jnp.where(positive, base, 1)  # keeps the unused branch's derivative finite
+    at_zero = jnp.where(exponent == 0, 1, 0).astype(base.dtype)
+    return jnp.where(positive, safe**exponent, at_zero)
+
+
+def sigmoid_asymmetric_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    gamma_pos: ArrayLike = 0.0,
+    gamma_neg: ArrayLike = 4.0,
+    clip: ArrayLike = 0.05,
+    weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Asymmetric loss (ASL) for multi-label classification, elementwise.
+
+    .. math::
+        \ell = w\left(y (1 - p)^{\gamma_+} \log\frac{1}{p}
+        + (1 - y)\, p_m^{\gamma_-} \log\frac{1}{1 - p_m}\right),
+        \qquad p_m = \max(p - m, 0)
+
+    with ``p = sigmoid(x)`` and the probability margin ``m = clip``: easy
+    negatives (``p <= m``) are discarded and the rest are down-weighted by
+    ``gamma_neg``. With ``clip=0`` the negative term is a focal term, computed
+    stably from the logits. No ``eps`` is needed: ``1 - p_m >= m``.
+
+    Equivalent: the reference ``AsymmetricLoss`` of Ben-Baruch et al. (with
+    ``disable_torch_grad_focal_loss=False``), elementwise and from logits.
+
+    Args:
+      logits: unnormalized log-odds, any float dtype.
+      labels: targets in ``[0, 1]``, broadcastable with ``logits``.
+      gamma_pos: focusing exponent of the positive term, ``>= 0``.
+      gamma_neg: focusing exponent of the negative term, ``>= 0``.
+      clip: probability margin ``m`` in ``[0, 1]`` of the negative term.
+      weights: optional per-element weights, broadcastable.
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    References:
+      Ben-Baruch et al., Asymmetric Loss For Multi-Label Classification, ICCV
+      2021, https://arxiv.org/abs/2009.14119
+    """
+    x, y, dtype = _prepare(logits, labels, name="logits", from_logits=True, weights=weights)
+    checks.check_gamma(gamma_neg, "gamma_neg")
+    checks.check_range(clip, "clip", 0.0, 1.0)
+    w = _cast(weights, x.dtype)
+    ones = jnp.ones_like(x)
+    positive = _numerics.bce_terms(x, _scale(w, y), jnp.zeros_like(y))
+    positive = _modulated(_modulating_factor(x, ones, gamma_pos, "gamma_pos"), positive)
+    negative_coef = _scale(w, 1 - y)
+    if _is_zero(clip):
+        negative = _numerics.bce_terms(x, jnp.zeros_like(y), negative_coef)
+        negative = _modulated(_modulating_factor(x, 1 - ones, gamma_neg, "gamma_neg"), negative)
+    else:
+        m = jnp.asarray(clip, x.dtype)
+        shifted = jnp.maximum(jax.nn.sigmoid(x) - m, 0)
+        # 1 - p_m = min(sigmoid(-x) + m, 1) >= m > 0, so the log is finite.
+        nll = -jnp.log(jnp.minimum(jax.nn.sigmoid(-x) + m, 1))
+        factor = _safe_power(shifted, jnp.asarray(gamma_neg, x.dtype))
+        negative = negative_coef * factor * nll
+    return (positive + negative).astype(dtype)
+
+
+def sigmoid_poly1_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: ArrayLike = 1.0,
+    weights: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+) -> jax.Array:
+    r"""Poly-1 loss from logits, elementwise: BCE plus a linear term in ``1 - p_t``.
+
+    .. math::
+        \ell = \mathrm{BCE}_{w, p_w}(x, y) + \epsilon\, w\, (1 - p_t),
+        \qquad 1 - p_t = (1 - y)\, p + y (1 - p)
+
+    ``pos_weight`` scales the positive BCE term only; ``epsilon = 0`` is
+    :func:`sigmoid_binary_cross_entropy`; ``epsilon = -1`` removes the first
+    polynomial term of BCE.
+
+    Args:
+      logits: unnormalized log-odds, any float dtype.
+      labels: targets in ``[0, 1]``, broadcastable with ``logits``.
+      epsilon: coefficient of the poly-1 term (any real number).
+      weights: optional per-element weights, broadcastable.
+      pos_weight: optional positive-term weight (PyTorch semantics).
+      label_smoothing: in ``[0, 1)``, applied to the labels first.
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    References:
+      Leng et al., PolyLoss: A Polynomial Expansion Perspective of
+      Classification Loss Functions, ICLR 2022, https://arxiv.org/abs/2204.12511
+    """
+    x, y, dtype = _prepare(
+        logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
+    )
+    y = _smooth(y, label_smoothing)
+    w = _cast(weights, x.dtype)
+    bce = _numerics.bce_terms(x, *_bce_coefficients(y, w, _cast(pos_weight, x.dtype)))
+    if _is_zero(epsilon):
+        return bce.astype(dtype)
+    poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _numerics.prob_wrong(x, y))
+    return (bce + poly).astype(dtype)
+
+
+def _clip_probs(p, eps):
+    checks.check_range(eps, "eps", 0.0, 0.5, hi_open=True)
+    if not isinstance(eps, jax.core.Tracer) and float(eps) == 0:
+        raise ValueError(
+            "eps must be > 0: eps=0 gives log(0) at probabilities of 0 and 1; "
+            "use eps=None for PyTorch's clamped logs"
+        )
+    eps = jnp.asarray(eps, p.dtype)
+    return jnp.clip(p, eps, 1 - eps)
+
+
+def binary_cross_entropy(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    eps: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Binary cross-entropy from probabilities, elementwise.
+
+    .. math::
+        \ell = -w \left(p_w\, y \log p + (1 - y) \log(1 - p)\right)
+
+    Prefer :func:`sigmoid_binary_cross_entropy` on logits: it is exact where
+    ``p`` rounds to 0 or 1. Two conventions for probabilities at 0 and 1:
+
+    * ``eps=None`` (PyTorch ``binary_cross_entropy``): each log is clamped at
+      -100 and the derivative is ``(p - y) / max(p (1 - p), 1e-12)``.
+    * ``eps`` a float in ``(0, 0.5)`` (Keras ``binary_crossentropy``,
+      ``from_logits=False``, default ``eps=1e-7``): ``p`` is clipped to
+      ``[eps, 1 - eps]`` first.
+
+    Args:
+      probs: probabilities of the positive class in ``[0, 1]``, float dtype.
+      labels: targets in ``[0, 1]``, broadcastable with ``probs``.
+      weights: optional per-element weights, broadcastable.
+      pos_weight: optional positive-term weight, broadcastable.
+      label_smoothing: in ``[0, 1)``, applied to the labels first.
+      eps: None for PyTorch semantics, a float for Keras semantics.
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``probs``.
+    """
+    p, y, dtype = _prepare(
+        probs, labels, name="probs", from_logits=False, weights=weights, pos_weight=pos_weight
+    )
+    if eps is not None:
+        p = _clip_probs(p, eps)
+    y = _smooth(y, label_smoothing)
+    pos, neg = _bce_coefficients(y, _cast(weights, p.dtype), _cast(pos_weight, p.dtype))
+    return _numerics.prob_bce_terms(p, pos, neg).astype(dtype)
+
+
+def binary_focal_loss(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+    weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    eps: ArrayLike = 1e-7,
+) -> jax.Array:
+    r"""Focal loss from probabilities, elementwise (Keras semantics).
+
+    .. math::
+        \ell = w\, \alpha_t (1 - p_t)^\gamma\, \mathrm{BCE}(p, y), \quad
+        1 - p_t = y (1 - p) + (1 - y)\, p
+
+    as Keras ``binary_focal_crossentropy(from_logits=False)``: labels are
+    smoothed first, ``p`` is clipped to ``[eps, 1 - eps]``, and ``alpha`` set
+    is Keras' ``apply_class_balancing=True``. Unlike Keras, ``p_t`` also uses
+    the clipped ``p``, so the derivative stays finite at ``p`` of exactly 0 or 1
+    for ``0 < gamma < 1``; the values differ from Keras' only inside the clip
+    band, by less than ``eps``.
+
+    Args:
+      probs: probabilities in ``[0, 1]``, float dtype.
+      labels: targets in ``[0, 1]``, broadcastable with ``probs``.
+      alpha: optional weight of the positive class in ``[0, 1]``.
+      gamma: focusing exponent ``>= 0``.
+      weights: optional per-element weights, broadcastable.
+      label_smoothing: in ``[0, 1)``.
+      eps: clip of the probabilities, in ``(0, 0.5)``.
+
+    Returns:
+      The elementwise loss, with the broadcast shape and the dtype of ``probs``.
+
+    References:
+      Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
+    """
+    p, y, dtype = _prepare(
+        probs, labels, name="probs", from_logits=False, weights=weights, alpha=alpha
+    )
+    p = _clip_probs(p, eps)
+    y = _smooth(y, label_smoothing)
+    coef = _scale(_cast(weights, p.dtype), _alpha_weight(y, _cast(alpha, p.dtype)))
+    loss = _numerics.prob_bce_terms(p, *_bce_coefficients(y, coef, None))
+    checks.check_gamma(gamma)
+    n = _integer_gamma(gamma)
+    if n == 0:
+        return loss.astype(dtype)
+    q = y * (1 - p) + (1 - y) * p  # >= eps > 0, so q ** gamma is smooth
+    factor = jax.lax.integer_pow(q, n) if n is not None else q ** jnp.asarray(gamma, p.dtype)
+    return (factor * loss).astype(dtype)
