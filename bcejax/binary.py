@@ -58,7 +58,10 @@ def _smooth(labels, label_smoothing):
 
 
 def _scale(coef, value):
-    return value if coef is None else coef * value
+    """``coef * value`` where None stands for 1."""
+    if coef is None or value is None:
+        return value if coef is None else coef
+    return coef * value
 
 
 def _bce_coefficients(labels, weights, pos_weight):

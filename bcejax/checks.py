@@ -70,7 +70,7 @@ def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
             error, out = compiled(*args, **kwargs)
         message = error.get()
         if message is not None:
-            raise InvalidInputError(message)
+            raise InvalidInputError(message.replace(" (`check` failed)", ""))
         return out
 
     return wrapper
@@ -117,13 +117,14 @@ def check_labels(labels, name: str = "labels") -> None:
     def message(array):
         text = f"{name} must be in [0, 1]{_range_text(array)}"
         if array is None:
-            return text + ": check for 8-bit masks (divide by 255) or {-1, 1} labels (map to {0, 1})"
-        if array.size and np.nanmax(array) > 1 and np.nanmax(array) <= 255:
-            text += ": labels up to 255 look like an 8-bit mask; divide by 255"
-        elif array.size and np.nanmin(array) == -1:
-            text += ": labels in {-1, 1}; map them to {0, 1} with (labels + 1) / 2"
-        elif np.isnan(array).any():
+            return text + ": 8-bit masks need dividing by 255, {-1, 1} labels mapping to {0, 1}"
+        finite = array[np.isfinite(array)]
+        if np.isnan(array).any():
             text += ": NaN labels; drop those entries or mask them with `where`"
+        elif finite.size and 1 < finite.max() <= 255 and np.all(finite == np.round(finite)):
+            text += ": labels up to 255 look like an 8-bit mask; divide by 255"
+        elif finite.size and finite.min() == -1 and np.all(np.isin(finite, (-1, 0, 1))):
+            text += ": labels in {-1, 1}; map them to {0, 1} with (labels + 1) / 2"
         else:
             text += "; clip or rescale them"
         return text
