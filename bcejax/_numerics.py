@@ -16,6 +16,8 @@ here, once:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
@@ -84,43 +86,85 @@ def _bce_terms_jvp(primals, tangents):
 bce_terms.defjvp(_bce_terms_jvp, symbolic_zeros=True)
 
 
-def _wrong_parts(x, y):
-    """Pieces of ``q = 1 - p_t = (1 - y) sigmoid(x) + y sigmoid(-x)``.
+def smooth_pair(y, smoothing, one=1.0):
+    """``(y, 1 - y)``, both moved towards 1/2 by ``smoothing``.
+
+    ``1 - y`` is smoothed on its own, ``(1 - y)(1 - a) + a / 2``, rather than
+    taken as one minus the smoothed ``y``, which would cancel. ``one`` is 1
+    (see ``_apart`` for why it may be an array).
+    """
+    keep = one - smoothing
+    half = smoothing / (one + one)
+    return y * keep + half, (one - y) * keep + half
+
+
+def _wrong_parts(x, y, y_neg, one=1.0):
+    """Pieces of ``q = 1 - p_t = y_neg sigmoid(x) + y sigmoid(-x)``, ``y_neg = 1 - y``.
 
     With ``e = exp(-|x|)``, ``q = (c + d e) / (1 + e)`` where ``(c, d)`` is
-    ``(1 - y, y)`` for ``x >= 0`` and ``(y, 1 - y)`` for ``x < 0``; neither
+    ``(y_neg, y)`` for ``x >= 0`` and ``(y, y_neg)`` for ``x < 0``; neither
     ``c + d e`` nor ``1 + e`` cancels, so ``q`` has full relative accuracy.
     """
     e = jnp.exp(-jnp.abs(x))
-    nonneg = x >= 0
-    c = jnp.where(nonneg, 1 - y, y)
-    d = jnp.where(nonneg, y, 1 - y)
-    return e, c, d, c + d * e, 1 + e
+    nonneg = x >= one - one
+    c = jnp.where(nonneg, y_neg, y)
+    d = jnp.where(nonneg, y, y_neg)
+    return e, c, d, c + d * e, one + e
 
 
 @jax.custom_jvp
-def prob_wrong(x, y):
+def prob_wrong(x, y, y_neg):
     """``q = 1 - p_t``, the probability the model gives to the wrong class."""
-    _, _, _, num, den = _wrong_parts(x, y)
+    _, _, _, num, den = _wrong_parts(x, y, y_neg)
     return num / den
 
 
+def _sigmoids(x, e, den):
+    """``sigmoid(x)``, ``sigmoid(-x)`` from ``e = exp(-|x|)`` and ``den = 1 + e``."""
+    nonneg = x >= 0
+    return jnp.where(nonneg, 1, e) / den, jnp.where(nonneg, e, 1) / den
+
+
 def _prob_wrong_jvp(primals, tangents):
-    x, y = primals
-    dx, dy = tangents
-    e, _, _, num, den = _wrong_parts(x, y)
+    x, y, y_neg = primals
+    dx, dy, dy_neg = tangents
+    e, _, _, num, den = _wrong_parts(x, y, y_neg)
     out = num / den
     tangent = None
     if not _is_zero(dx):
-        # dq/dx = (1 - 2y) sigmoid(x) sigmoid(-x) = (1 - 2y) e / (1 + e)^2.
-        tangent = _accumulate(tangent, (1 - 2 * y) * e / (den * den) * dx)
+        # dq/dx = (y_neg - y) sigmoid(x) sigmoid(-x) = (y_neg - y) e / (1 + e)^2.
+        tangent = _accumulate(tangent, (y_neg - y) * e / (den * den) * dx)
+    if not _is_zero(dy) or not _is_zero(dy_neg):
+        sig, sig_neg = _sigmoids(x, e, den)
     if not _is_zero(dy):
-        # dq/dy = sigmoid(-x) - sigmoid(x) = -tanh(x / 2) = -sign(x) (1 - e) / (1 + e).
-        tangent = _accumulate(tangent, -jnp.sign(x) * (1 - e) / den * dy)
+        tangent = _accumulate(tangent, sig_neg * dy)
+    if not _is_zero(dy_neg):
+        tangent = _accumulate(tangent, sig * dy_neg)
     return out, _finish(tangent, out)
 
 
 prob_wrong.defjvp(_prob_wrong_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def scaled(coef, term):
+    """``coef * term`` for a term in ``[0, inf]``, with ``0 * inf = 0``; exact derivatives."""
+    return _times(coef, term)
+
+
+def _scaled_jvp(primals, tangents):
+    coef, term = primals
+    dcoef, dterm = tangents
+    out = _times(coef, term)
+    tangent = None
+    if not _is_zero(dcoef):
+        tangent = _accumulate(tangent, term * dcoef)
+    if not _is_zero(dterm):
+        tangent = _accumulate(tangent, coef * dterm)
+    return out, _finish(tangent, out)
+
+
+scaled.defjvp(_scaled_jvp, symbolic_zeros=True)
 
 
 @jax.custom_jvp
@@ -149,50 +193,80 @@ def _modulate_jvp(primals, tangents):
 modulate.defjvp(_modulate_jvp, symbolic_zeros=True)
 
 
-def _log_wrong_parts(x, y):
+def _log_wrong_parts(x, y, y_neg, one=1.0):
     """``log q`` and ``d log q / dx``, exact even where ``q`` underflows."""
-    e, c, d, num, den = _wrong_parts(x, y)
-    certain = c == 0  # hard label on the side of x: q = e / (1 + e) exactly.
-    safe_num = jnp.where(certain, 1, num)
+    e, c, d, num, den = _wrong_parts(x, y, y_neg, one)
+    certain = c == one - one  # hard label on the side of x: q = e / (1 + e) exactly.
+    safe_num = jnp.where(certain, one, num)
     log_q = jnp.where(certain, -jnp.abs(x), jnp.log(safe_num)) - jnp.log1p(e)
-    sign = jnp.where(x >= 0, 1, -1)
-    # d log q / dx = (1 - 2y) sigmoid(x) sigmoid(-x) / q = sign (c - d) e / ((1 + e)(c + d e)),
+    sign = jnp.where(x >= one - one, one, -one)
+    # d log q / dx = (y_neg - y) sigmoid(x) sigmoid(-x) / q = sign (c - d) e / ((1 + e)(c + d e)),
     # which is -sign / (1 + e) when c == 0; both forms are bounded by 2 in magnitude.
-    dlog_q = sign * jnp.where(certain, -1 / den, (c - d) * e / (den * safe_num))
+    dlog_q = sign * jnp.where(certain, -one / den, (c - d) * e / (den * safe_num))
     return e, den, log_q, dlog_q
 
 
 @jax.custom_jvp
-def focal_factor(x, y, gamma):
+def focal_factor(x, y, y_neg, gamma):
     """The focal modulating factor ``(1 - p_t) ** gamma`` for any ``gamma >= 0``.
 
     Computed as ``exp(gamma * log q)`` with ``log q`` exact in log space, so the
     derivative ``gamma q**gamma d(log q)/dx`` stays finite for ``0 < gamma < 1``
     at logits where ``q`` underflows to zero.
     """
-    _, _, log_q, _ = _log_wrong_parts(x, y)
+    _, _, log_q, _ = _log_wrong_parts(x, y, y_neg)
     return jnp.exp(_times(gamma, log_q))
 
 
 def _focal_factor_jvp(primals, tangents):
-    x, y, gamma = primals
-    dx, dy, dgamma = tangents
-    e, den, log_q, dlog_q = _log_wrong_parts(x, y)
+    x, y, y_neg, gamma = primals
+    dx, dy, dy_neg, dgamma = tangents
+    e, den, log_q, dlog_q = _log_wrong_parts(x, y, y_neg)
     out = jnp.exp(_times(gamma, log_q))
     tangent = None
     if not _is_zero(dx):
         tangent = _accumulate(tangent, gamma * out * dlog_q * dx)
+    if not _is_zero(dy) or not _is_zero(dy_neg):
+        # d q**gamma / dq = gamma q**(gamma - 1); zero when gamma == 0. For gamma < 1 it
+        # is infinite where q underflows; capped there (at 2**64 for float32) so that
+        # its product with the loss, which underflows too, is 0 rather than NaN.
+        cap = jnp.log(jnp.finfo(log_q.dtype).max) / 2
+        power = jnp.exp(jnp.minimum(_times(gamma - 1, log_q), cap))
+        slope = jnp.where(gamma == 0, 0, gamma * power)
+        sig, sig_neg = _sigmoids(x, e, den)
     if not _is_zero(dy):
-        # d q**gamma / dy = gamma q**(gamma - 1) dq/dy; zero when gamma == 0.
-        dq_dy = -jnp.sign(x) * (1 - e) / den
-        slope = jnp.where(gamma == 0, 0, gamma * jnp.exp(_times(gamma - 1, log_q)) * dq_dy)
-        tangent = _accumulate(tangent, slope * dy)
+        tangent = _accumulate(tangent, slope * sig_neg * dy)
+    if not _is_zero(dy_neg):
+        tangent = _accumulate(tangent, slope * sig * dy_neg)
     if not _is_zero(dgamma):
         tangent = _accumulate(tangent, _times(out, log_q) * dgamma)
     return out, _finish(tangent, out)
 
 
 focal_factor.defjvp(_focal_factor_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def log_sigmoid_neg_plus(x, m):
+    """``log(sigmoid(-x) + m)`` for ``m >= 0``, exact where ``sigmoid(-x)`` underflows."""
+    return jnp.logaddexp(jax.nn.log_sigmoid(-x), jnp.log(m))
+
+
+def _log_sigmoid_neg_plus_jvp(primals, tangents):
+    x, m = primals
+    dx, dm = tangents
+    log_sig_neg = jax.nn.log_sigmoid(-x)
+    out = jnp.logaddexp(log_sig_neg, jnp.log(m))
+    tangent = None
+    if not _is_zero(dx):
+        # -sigmoid(x) sigmoid(-x) / (sigmoid(-x) + m)
+        tangent = _accumulate(tangent, -jax.nn.sigmoid(x) * jnp.exp(log_sig_neg - out) * dx)
+    if not _is_zero(dm):
+        tangent = _accumulate(tangent, jnp.exp(-out) * dm)  # finite at m = 0, unlike d log m
+    return out, _finish(tangent, out)
+
+
+log_sigmoid_neg_plus.defjvp(_log_sigmoid_neg_plus_jvp, symbolic_zeros=True)
 
 
 # PyTorch clamps each log at -100 and the derivative's denominator at 1e-12.
@@ -233,3 +307,154 @@ def _prob_bce_terms_jvp(primals, tangents):
 
 
 prob_bce_terms.defjvp(_prob_bce_terms_jvp, symbolic_zeros=True)
+
+
+# Fused kernels for the two losses on every training step: sigmoid BCE and focal.
+#
+# They compute the same values as the primitives above, shaped for XLA:CPU:
+# * the loss is select-free (no jnp.where), because XLA:CPU fuses a select-free
+#   elementwise loss into the reduction that consumes it, and materializes it
+#   in memory otherwise, which costs more than computing it;
+# * on CPU, the logit derivative is computed from inputs passed through an
+#   optimization barrier, so XLA cannot share intermediates (or constants)
+#   between the loss and its derivative, which would also materialize them;
+# * derivatives with respect to anything but the logits (labels, weights,
+#   gamma, ...) come from the composed primitives, differentiated by JAX.
+
+
+def _finite(x):
+    """``x`` with ``+-inf`` replaced by the largest finite float of its sign.
+
+    Two mins and two negations instead of one ``clip``: XLA:CPU does not fuse its
+    clamp into a reduction.
+    """
+    big = jnp.finfo(x.dtype).max
+    return -jnp.minimum(-jnp.minimum(x, big), big)
+
+
+def _overflow_to_inf(value):
+    """``value`` unchanged, except that values within 2**-64 of the largest float become inf.
+
+    Multiplying by 2**64 and back is exact below ~1.8e19 (float32), and turns the
+    largest-float stand-in for infinity (see :func:`_finite`) back into ``inf``.
+    The factor passes an optimization barrier so that XLA cannot fold it to 1.
+    """
+    up, down = jax.lax.optimization_barrier(
+        (jnp.asarray(2.0**64, value.dtype), jnp.asarray(2.0**-64, value.dtype))
+    )
+    return value * up * down
+
+
+def _bce_select_free(x, pos, neg):
+    """``pos * softplus(-x) + neg * softplus(x)``, as :func:`bce_terms`, without selects.
+
+    With ``z = x`` made finite, ``pos relu(-z) + neg relu(z) = max(neg z, -pos z)``
+    for ``pos, neg >= 0``; no ``0 * inf`` can occur, and a wrong infinite logit
+    gives the largest float, which :func:`_overflow_to_inf` makes ``inf``.
+    """
+    z = _finite(x)
+    shared = jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return _overflow_to_inf(jnp.maximum(neg * z, -pos * z) + (pos + neg) * shared)
+
+
+def _apart(*arrays):
+    """On CPU, hides from XLA that these are the loss's inputs (see above); else a no-op."""
+    if jax.default_backend() != "cpu":
+        return arrays
+    return jax.lax.optimization_barrier(arrays)
+
+
+def _other_tangents(composed, primals, tangents):
+    """The tangent contributed by every input but the first, from the composed form."""
+    if all(_is_zero(t) for t in tangents[1:]):
+        return None
+    x, rest = primals[0], tuple(primals[1:])
+    pairs = zip(rest, tangents[1:], strict=True)
+    dense = tuple(jnp.zeros_like(p) if _is_zero(t) else t for p, t in pairs)
+    return jax.jvp(lambda *r: composed(x, *r), rest, dense)[1]
+
+
+def _composed_bce(x, y, smoothing, weights, pos_weight):
+    ys, ys_neg = smooth_pair(y, smoothing)
+    return bce_terms(x, weights * pos_weight * ys, weights * ys_neg)
+
+
+@jax.custom_jvp
+def sigmoid_bce(x, y, smoothing, weights, pos_weight):
+    """``w (pw ys softplus(-x) + (1 - ys) softplus(x))`` with ``ys`` the smoothed ``y``."""
+    ys, ys_neg = smooth_pair(y, smoothing)
+    return _bce_select_free(x, weights * pos_weight * ys, weights * ys_neg)
+
+
+def _sigmoid_bce_jvp(primals, tangents):
+    out = sigmoid_bce(*primals)
+    tangent = _other_tangents(_composed_bce, primals, tangents)
+    if not _is_zero(tangents[0]):
+        x, y, smoothing, weights, pos_weight, one = _apart(*primals, jnp.ones((), out.dtype))
+        ys, ys_neg = smooth_pair(y, smoothing, one)
+        pos, neg = weights * pos_weight * ys, weights * ys_neg
+        e = jnp.exp(-jnp.abs(x))
+        # d/dx = neg sigmoid(x) - pos sigmoid(-x), over the common 1 + e.
+        slope = jnp.where(x >= one - one, neg - pos * e, neg * e - pos) / (one + e)
+        tangent = _accumulate(tangent, slope * tangents[0])
+    return out, _finish(tangent, out)
+
+
+sigmoid_bce.defjvp(_sigmoid_bce_jvp, symbolic_zeros=True)
+
+
+def _alpha_t(ys, ys_neg, alpha, balanced, one=1.0):
+    return alpha * ys + (one - alpha) * ys_neg if balanced else one
+
+
+def _composed_focal(gamma_int, balanced, x, y, smoothing, weights, alpha, gamma):
+    ys, ys_neg = smooth_pair(y, smoothing)
+    coef = weights * _alpha_t(ys, ys_neg, alpha, balanced)
+    loss = bce_terms(x, coef * ys, coef * ys_neg)
+    if gamma_int is not None:
+        factor = jax.lax.integer_pow(prob_wrong(x, ys, ys_neg), gamma_int)
+    else:
+        factor = focal_factor(x, ys, ys_neg, gamma)
+    return modulate(factor, loss)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def sigmoid_focal(gamma_int, balanced, x, y, smoothing, weights, alpha, gamma):
+    """``w alpha_t (1 - p_t)**gamma BCE(x, ys)``; ``gamma_int`` is gamma when a small int."""
+    ys, ys_neg = smooth_pair(y, smoothing)
+    coef = weights * _alpha_t(ys, ys_neg, alpha, balanced)
+    # sigmoid(+-x) as 1 / (1 + exp(-+x)): exp overflows to inf and the ratio to 0, as it should.
+    exp_neg, exp_pos = jnp.exp(-x), jnp.exp(x)
+    q = ys_neg / (1 + exp_neg) + ys / (1 + exp_pos)
+    factor = jax.lax.integer_pow(q, gamma_int) if gamma_int is not None else q**gamma
+    z = _finite(x)
+    ce = jnp.maximum(ys_neg * z, -ys * z) + jnp.log1p(jnp.minimum(exp_neg, exp_pos))
+    return _overflow_to_inf(factor * (coef * ce))
+
+
+def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
+    out = sigmoid_focal(gamma_int, balanced, *primals)
+    composed = functools.partial(_composed_focal, gamma_int, balanced)
+    tangent = _other_tangents(composed, primals, tangents)
+    if not _is_zero(tangents[0]):
+        one = jnp.ones((), out.dtype)
+        x, y, smoothing, weights, alpha, gamma, one = _apart(*primals, one)
+        zero = one - one
+        ys, ys_neg = smooth_pair(y, smoothing, one)
+        coef = weights * _alpha_t(ys, ys_neg, alpha, balanced, one)
+        e, den, log_q, dlog_q = _log_wrong_parts(x, ys, ys_neg, one)
+        if gamma_int is not None:
+            gamma = gamma_int * one
+        factor = jnp.exp(jnp.where(gamma == zero, zero, gamma * log_q))
+        shared = jnp.log1p(e)
+        ce_pos = jnp.where(ys == zero, zero, ys * (jnp.maximum(-x, zero) + shared))
+        ce_neg = jnp.where(ys_neg == zero, zero, ys_neg * (jnp.maximum(x, zero) + shared))
+        ce = ce_pos + ce_neg
+        dce = jnp.where(x >= zero, ys_neg - ys * e, ys_neg * e - ys) / den
+        # Where the loss is infinite (infinite x), the factor is flat: that term's limit is 0.
+        dfactor_term = jnp.where(jnp.isinf(ce), zero, ce) * gamma * factor * dlog_q
+        tangent = _accumulate(tangent, coef * (dfactor_term + factor * dce) * tangents[0])
+    return out, _finish(tangent, out)
+
+
+sigmoid_focal.defjvp(_sigmoid_focal_jvp, symbolic_zeros=True)

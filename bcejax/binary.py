@@ -44,17 +44,22 @@ def _cast(value, dtype):
     return None if value is None else jnp.asarray(value, dtype)
 
 
+def _or(dtype, *pairs):
+    """Each value as an array of ``dtype``, or its default when the value is None."""
+    return tuple(jnp.asarray(default if v is None else v, dtype) for v, default in pairs)
+
+
 def _is_zero(value) -> bool:
     """True for config known at trace time to be exactly 0 (the term can be skipped)."""
     return not isinstance(value, jax.core.Tracer) and bool(np.all(np.asarray(value) == 0))
 
 
 def _smooth(labels, label_smoothing):
+    """``(y, 1 - y)`` after label smoothing, each computed without cancellation."""
     checks.check_label_smoothing(label_smoothing)
     if _is_zero(label_smoothing):
-        return labels
-    a = jnp.asarray(label_smoothing, labels.dtype)
-    return labels * (1 - a) + a / 2
+        return labels, 1 - labels
+    return _numerics.smooth_pair(labels, jnp.asarray(label_smoothing, labels.dtype))
 
 
 def _scale(coef, value):
@@ -67,9 +72,8 @@ def _scale(coef, value):
 def _bce_coefficients(labels, weights, pos_weight):
     """The coefficients of ``-log p`` and ``-log(1 - p)``: ``(w pw y, w (1 - y))``."""
     checks.check_nonnegative(pos_weight, "pos_weight")
-    pos = _scale(pos_weight, labels)
-    neg = 1 - labels
-    return _scale(weights, pos), _scale(weights, neg)
+    y, y_neg = labels
+    return _scale(weights, _scale(pos_weight, y)), _scale(weights, y_neg)
 
 
 def _alpha_weight(labels, alpha):
@@ -77,7 +81,8 @@ def _alpha_weight(labels, alpha):
     if alpha is None:
         return None
     checks.check_alpha(alpha)
-    return alpha * labels + (1 - alpha) * (1 - labels)
+    y, y_neg = labels
+    return alpha * y + (1 - alpha) * y_neg
 
 
 def _integer_gamma(gamma) -> int | None:
@@ -96,8 +101,8 @@ def _modulating_factor(logits, labels, gamma, name="gamma"):
     if n == 0:
         return None
     if n is not None:
-        return jax.lax.integer_pow(_numerics.prob_wrong(logits, labels), n)
-    return _numerics.focal_factor(logits, labels, jnp.asarray(gamma, logits.dtype))
+        return jax.lax.integer_pow(_numerics.prob_wrong(logits, *labels), n)
+    return _numerics.focal_factor(logits, *labels, jnp.asarray(gamma, logits.dtype))
 
 
 def _modulated(factor, loss):
@@ -146,9 +151,12 @@ def sigmoid_binary_cross_entropy(
     x, y, dtype = _prepare(
         logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
     )
-    y = _smooth(y, label_smoothing)
-    pos, neg = _bce_coefficients(y, _cast(weights, x.dtype), _cast(pos_weight, x.dtype))
-    return _numerics.bce_terms(x, pos, neg).astype(dtype)
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_nonnegative(pos_weight, "pos_weight")
+    loss = _numerics.sigmoid_bce(
+        x, y, *_or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
+    )
+    return loss.astype(dtype)
 
 
 def sigmoid_focal_loss(
@@ -196,10 +204,13 @@ def sigmoid_focal_loss(
     x, y, dtype = _prepare(
         logits, labels, name="logits", from_logits=True, weights=weights, alpha=alpha
     )
-    y = _smooth(y, label_smoothing)
-    coef = _scale(_cast(weights, x.dtype), _alpha_weight(y, _cast(alpha, x.dtype)))
-    loss = _numerics.bce_terms(x, *_bce_coefficients(y, coef, None))
-    return _modulated(_modulating_factor(x, y, gamma), loss).astype(dtype)
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_alpha(alpha)
+    checks.check_gamma(gamma)
+    gamma_int = _integer_gamma(gamma)
+    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
+    loss = _numerics.sigmoid_focal(gamma_int, alpha is not None, x, y, *config)
+    return loss.astype(dtype)
 
 
 def _safe_power(base, exponent):
@@ -253,20 +264,24 @@ def sigmoid_asymmetric_loss(
     checks.check_gamma(gamma_neg, "gamma_neg")
     checks.check_range(clip, "clip", 0.0, 1.0)
     w = _cast(weights, x.dtype)
-    ones = jnp.ones_like(x)
+    # The focal factors of each side, as for hard labels: (1 - p)**gamma_pos, p**gamma_neg.
+    positive_label = (jnp.ones_like(x), jnp.zeros_like(x))
+    negative_label = positive_label[::-1]
     positive = _numerics.bce_terms(x, _scale(w, y), jnp.zeros_like(y))
-    positive = _modulated(_modulating_factor(x, ones, gamma_pos, "gamma_pos"), positive)
+    positive = _modulated(_modulating_factor(x, positive_label, gamma_pos, "gamma_pos"), positive)
     negative_coef = _scale(w, 1 - y)
     if _is_zero(clip):
         negative = _numerics.bce_terms(x, jnp.zeros_like(y), negative_coef)
-        negative = _modulated(_modulating_factor(x, 1 - ones, gamma_neg, "gamma_neg"), negative)
+        factor = _modulating_factor(x, negative_label, gamma_neg, "gamma_neg")
+        negative = _modulated(factor, negative)
     else:
         m = jnp.asarray(clip, x.dtype)
         shifted = jnp.maximum(jax.nn.sigmoid(x) - m, 0)
-        # 1 - p_m = min(sigmoid(-x) + m, 1) >= m > 0, so the log is finite.
-        nll = -jnp.log(jnp.minimum(jax.nn.sigmoid(-x) + m, 1))
+        # -log(1 - p_m) = -min(log(sigmoid(-x) + m), 0), the sum taken in log space so
+        # that it stays exact where sigmoid(-x) underflows (a traced clip may be 0).
+        nll = -jnp.minimum(_numerics.log_sigmoid_neg_plus(x, m), 0)
         factor = _safe_power(shifted, jnp.asarray(gamma_neg, x.dtype))
-        negative = negative_coef * factor * nll
+        negative = _numerics.modulate(factor, _numerics.scaled(negative_coef, nll))
     return (positive + negative).astype(dtype)
 
 
@@ -312,7 +327,7 @@ def sigmoid_poly1_loss(
     bce = _numerics.bce_terms(x, *_bce_coefficients(y, w, _cast(pos_weight, x.dtype)))
     if _is_zero(epsilon):
         return bce.astype(dtype)
-    poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _numerics.prob_wrong(x, y))
+    poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _numerics.prob_wrong(x, *y))
     return (bce + poly).astype(dtype)
 
 
@@ -420,6 +435,7 @@ def binary_focal_loss(
     n = _integer_gamma(gamma)
     if n == 0:
         return loss.astype(dtype)
-    q = y * (1 - p) + (1 - y) * p  # >= eps > 0, so q ** gamma is smooth
+    y, y_neg = y
+    q = y * (1 - p) + y_neg * p  # >= eps > 0, so q ** gamma is smooth
     factor = jax.lax.integer_pow(q, n) if n is not None else q ** jnp.asarray(gamma, p.dtype)
     return (factor * loss).astype(dtype)

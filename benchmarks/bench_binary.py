@@ -86,13 +86,15 @@ def _contenders(n: int, num_classes: int):
 
 
 def _torch_contender(x, y):
+    # Idle OpenMP threads must sleep, not spin, or they steal the cores XLA is timed on.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
         return None
     torch.set_num_threads(os.cpu_count() or 1)
-    xt = torch.from_numpy(np.asarray(x)).requires_grad_(True)
-    yt = torch.from_numpy(np.asarray(y))
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    yt = torch.from_numpy(np.array(y))
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def run():

@@ -67,7 +67,7 @@ def test_logits_passed_as_probabilities(fn):
 
 @pytest.mark.parametrize("fn", LOGIT_LOSSES)
 def test_nan_logits(fn):
-    with pytest.raises(bcejax.InvalidInputError, match="logits contain NaN.*diverged"):
+    with pytest.raises(bcejax.InvalidInputError, match=r"logits contain NaN.*diverged"):
         fn(np.where(Y > 0, np.nan, X).astype(np.float32), Y)
 
 

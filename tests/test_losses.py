@@ -92,7 +92,7 @@ def test_composition():
     grad = jax.grad(lambda x: combined(x, Y))(X)
     assert np.all(np.isfinite(grad))
     with pytest.raises(TypeError):
-        bce + 1.0  # noqa: B018
+        bce + 1.0
 
 
 def test_repr_equality_hash_and_frozen():

@@ -71,7 +71,7 @@ def test_vmap_equals_loop(name, fn, kind, config):
     preds, labels = make_inputs(kind)
     f = call(fn, config)
     batched = jax.vmap(f)(preds, labels)
-    looped = np.stack([f(p, y) for p, y in zip(preds, labels)])
+    looped = np.stack([f(p, y) for p, y in zip(preds, labels, strict=True)])
     np.testing.assert_allclose(batched, looped, rtol=1e-6)
 
 

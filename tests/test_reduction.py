@@ -42,14 +42,14 @@ def test_none_zeroes_masked_entries_even_if_nan():
     loss = np.where(MASK, LOSS, np.nan).astype(np.float32)
     np.testing.assert_array_equal(bcejax.reduce_loss(loss, "none", where=MASK), LOSS * MASK)
     np.testing.assert_allclose(bcejax.reduce_loss(loss, where=MASK), LOSS[MASK].mean(), 1e-6)
-    grad = jax.grad(lambda l: bcejax.reduce_loss(l, where=MASK))(loss)
+    grad = jax.grad(lambda loss: bcejax.reduce_loss(loss, where=MASK))(loss)
     np.testing.assert_allclose(grad, MASK / MASK.sum(), rtol=1e-6)
 
 
 def test_no_valid_entry_gives_zero_with_zero_gradient():
     empty = np.zeros_like(MASK)
     assert bcejax.reduce_loss(LOSS, where=empty) == 0
-    grad = jax.grad(lambda l: bcejax.reduce_loss(l, where=empty))(LOSS)
+    grad = jax.grad(lambda loss: bcejax.reduce_loss(loss, where=empty))(LOSS)
     np.testing.assert_array_equal(grad, np.zeros_like(LOSS))
 
 
@@ -76,19 +76,21 @@ def _sharded(fn, n_args):
 def test_reduce_loss_axis_name_is_the_global_reduction(reduction):
     assert jax.device_count() == 4
     sharded = _sharded(
-        lambda l, m, w: bcejax.reduce_loss(l, reduction, where=m, weights=w, axis_name="d"), 3
+        lambda loss, m, w: bcejax.reduce_loss(loss, reduction, where=m, weights=w, axis_name="d"), 3
     )
     expected = bcejax.reduce_loss(LOSS, reduction, where=MASK, weights=WEIGHTS)
     np.testing.assert_allclose(sharded(LOSS, MASK, WEIGHTS), expected, rtol=1e-6)
-    grad_sharded = jax.grad(lambda l: sharded(l, MASK, WEIGHTS))(LOSS)
-    grad_single = jax.grad(lambda l: bcejax.reduce_loss(l, reduction, where=MASK, weights=WEIGHTS))(
-        LOSS
-    )
+    grad_sharded = jax.grad(lambda loss: sharded(loss, MASK, WEIGHTS))(LOSS)
+
+    def single(loss):
+        return bcejax.reduce_loss(loss, reduction, where=MASK, weights=WEIGHTS)
+
+    grad_single = jax.grad(single)(LOSS)
     np.testing.assert_allclose(grad_sharded, grad_single, rtol=1e-6)
 
 
 def test_mean_without_mask_counts_every_shard():
-    sharded = _sharded(lambda l: bcejax.reduce_loss(l, axis_name="d"), 1)
+    sharded = _sharded(lambda loss: bcejax.reduce_loss(loss, axis_name="d"), 1)
     np.testing.assert_allclose(sharded(LOSS), LOSS.mean(), rtol=1e-6)
 
 
@@ -106,9 +108,7 @@ def test_callables_in_shard_map_equal_single_device(loss_fn):
     logits = RNG.normal(0, 2, (16, 3)).astype(np.float32)
     labels = (RNG.uniform(size=(16, 3)) < 0.4).astype(np.float32)
 
-    sharded = _sharded(
-        lambda x, y, m, w: loss_fn(x, y, where=m, weights=w, axis_name="d"), 4
-    )
+    sharded = _sharded(lambda x, y, m, w: loss_fn(x, y, where=m, weights=w, axis_name="d"), 4)
     single = lambda x: loss_fn(x, labels, where=MASK, weights=WEIGHTS)  # noqa: E731
     np.testing.assert_allclose(sharded(logits, labels, MASK, WEIGHTS), single(logits), rtol=1e-6)
     grad_sharded = jax.grad(lambda x: sharded(x, labels, MASK, WEIGHTS))(logits)

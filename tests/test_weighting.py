@@ -55,9 +55,7 @@ def test_class_balanced_weights():
     inverse = (1 / counts) / (1 / counts).sum() * 3
     np.testing.assert_allclose(bcejax.class_balanced_weights(counts, 1.0), inverse, rtol=1e-6)
     # beta close to 1 is accurate (no 1 - beta^n cancellation) and tends to inverse frequency.
-    np.testing.assert_allclose(
-        bcejax.class_balanced_weights(counts, 1 - 1e-9), inverse, rtol=1e-5
-    )
+    np.testing.assert_allclose(bcejax.class_balanced_weights(counts, 1 - 1e-9), inverse, rtol=1e-5)
     out = bcejax.class_balanced_weights([5, 0, 5], 0.9)
     np.testing.assert_allclose(out, [1.5, 0.0, 1.5], rtol=1e-6)
     with pytest.raises(ValueError, match="counts must be 1-D"):
