@@ -4,9 +4,9 @@ Each primitive carries a ``jax.custom_jvp`` with its closed-form derivative, so
 forward mode (``jacfwd``, ``hessian``) works and the edge cases are decided
 here, once:
 
-* ``exp(-|x|)`` is the only exponential: softplus, sigmoid and the focal
-  factor are all written in terms of it, so it never overflows and XLA shares
-  it between the loss and its derivative.
+* Softplus, sigmoid and the focal factor are written in terms of
+  ``exp(-|x|)``, which never overflows (the fused kernels at the end use
+  ``exp(+-x)`` where an overflow to inf gives the right limit).
 * A term whose coefficient is exactly zero contributes exactly zero, even when
   the term itself is infinite (``0 * inf`` would be NaN).
 * Tangents of inputs that are not differentiated arrive as symbolic zeros and
@@ -91,7 +91,7 @@ def smooth_pair(y, smoothing, one=1.0):
 
     ``1 - y`` is smoothed on its own, ``(1 - y)(1 - a) + a / 2``, rather than
     taken as one minus the smoothed ``y``, which would cancel. ``one`` is 1
-    (see ``_apart`` for why it may be an array).
+    (see ``apart`` for why it may be an array).
     """
     keep = one - smoothing
     half = smoothing / (one + one)
@@ -357,7 +357,7 @@ def _bce_select_free(x, pos, neg):
     return _overflow_to_inf(jnp.maximum(neg * z, -pos * z) + (pos + neg) * shared)
 
 
-def _apart(*arrays):
+def apart(*arrays):
     """On CPU, hides from XLA that these are the loss's inputs (see above); else a no-op."""
     if jax.default_backend() != "cpu":
         return arrays
@@ -390,7 +390,7 @@ def _sigmoid_bce_jvp(primals, tangents):
     out = sigmoid_bce(*primals)
     tangent = _other_tangents(_composed_bce, primals, tangents)
     if not _is_zero(tangents[0]):
-        x, y, smoothing, weights, pos_weight, one = _apart(*primals, jnp.ones((), out.dtype))
+        x, y, smoothing, weights, pos_weight, one = apart(*primals, jnp.ones((), out.dtype))
         ys, ys_neg = smooth_pair(y, smoothing, one)
         pos, neg = weights * pos_weight * ys, weights * ys_neg
         e = jnp.exp(-jnp.abs(x))
@@ -438,7 +438,7 @@ def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
     tangent = _other_tangents(composed, primals, tangents)
     if not _is_zero(tangents[0]):
         one = jnp.ones((), out.dtype)
-        x, y, smoothing, weights, alpha, gamma, one = _apart(*primals, one)
+        x, y, smoothing, weights, alpha, gamma, one = apart(*primals, one)
         zero = one - one
         ys, ys_neg = smooth_pair(y, smoothing, one)
         coef = weights * _alpha_t(ys, ys_neg, alpha, balanced, one)

@@ -40,6 +40,25 @@ def _prepare(preds, labels, *, name, from_logits, **config):
     return preds.astype(compute), labels.astype(compute), preds.dtype
 
 
+def _flat_call(kernel, *static, x, y, config):
+    """``kernel(*static, x, y, *config)`` on 1-D views of its array operands.
+
+    Operands are broadcast to the common shape and raveled, and the result is
+    reshaped back. XLA:CPU runs the fused loss and its reduction several times
+    faster on 1-D arrays than on ``(N, C)`` ones, and ~20 times faster than on
+    ``(N, 1)``; on other backends the reshapes are free and there is no barrier.
+    """
+    shape = jnp.broadcast_shapes(x.shape, y.shape, *(jnp.shape(c) for c in config))
+
+    operands = (x, y, *config)
+    if any(a.ndim > 0 and a.shape != shape for a in operands):
+        # A broadcast operand (a per-class pos_weight, say) would be materialized by
+        # raveling; keep the natural shape then.
+        return kernel(*static, *operands)
+    operands = _numerics.apart(*(a if a.ndim == 0 else a.reshape(-1) for a in operands))
+    return kernel(*static, *operands).reshape(shape)
+
+
 def _cast(value, dtype):
     return None if value is None else jnp.asarray(value, dtype)
 
@@ -153,10 +172,8 @@ def sigmoid_binary_cross_entropy(
     )
     checks.check_label_smoothing(label_smoothing)
     checks.check_nonnegative(pos_weight, "pos_weight")
-    loss = _numerics.sigmoid_bce(
-        x, y, *_or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
-    )
-    return loss.astype(dtype)
+    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
+    return _flat_call(_numerics.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
 
 
 def sigmoid_focal_loss(
@@ -209,8 +226,8 @@ def sigmoid_focal_loss(
     checks.check_gamma(gamma)
     gamma_int = _integer_gamma(gamma)
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
-    loss = _numerics.sigmoid_focal(gamma_int, alpha is not None, x, y, *config)
-    return loss.astype(dtype)
+    static = (gamma_int, alpha is not None)
+    return _flat_call(_numerics.sigmoid_focal, *static, x=x, y=y, config=config).astype(dtype)
 
 
 def _safe_power(base, exponent):
