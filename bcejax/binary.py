@@ -36,14 +36,16 @@ def _prepare(preds, labels, *, name, from_logits, **config):
     else:
         checks.check_probabilities(preds, name)
     checks.check_labels(labels)
+    if config.get("weights") is not None:
+        checks.check_weights(config["weights"])
     compute = _compute_dtype(preds.dtype)
     return preds.astype(compute), labels.astype(compute), preds.dtype
 
 
 def _flat_call(kernel, *static, x, y, config):
-    """``kernel(*static, x, y, *config)`` on 1-D views of its array operands.
+    """``kernel(*static, x, y, *config)``, on 1-D views when every operand has the full shape.
 
-    Operands are broadcast to the common shape and raveled, and the result is
+    Operands of the full shape are raveled (scalars are kept) and the result is
     reshaped back. XLA:CPU runs the fused loss and its reduction several times
     faster on 1-D arrays than on ``(N, C)`` ones, and ~20 times faster than on
     ``(N, 1)``; on other backends the reshapes are free and there is no barrier.
@@ -155,7 +157,7 @@ def sigmoid_binary_cross_entropy(
       logits: unnormalized log-odds of the positive class, any float dtype.
       labels: targets in ``[0, 1]`` (bool, int or float; soft labels allowed),
         broadcastable with ``logits``.
-      weights: optional per-element weights ``w``, broadcastable.
+      weights: optional per-element weights ``w >= 0``, broadcastable.
       pos_weight: optional weight ``p_w`` of the positive term, e.g. one per
         class for multi-label (PyTorch semantics); ``negatives / positives``
         balances the classes (see :func:`bcejax.pos_weight_from_labels`).
@@ -208,7 +210,7 @@ def sigmoid_focal_loss(
       labels: targets in ``[0, 1]``, broadcastable with ``logits``.
       alpha: optional weight of the positive class in ``[0, 1]``.
       gamma: focusing exponent ``>= 0``.
-      weights: optional per-element weights, broadcastable.
+      weights: optional per-element weights ``>= 0``, broadcastable.
       label_smoothing: in ``[0, 1)``, applied to the labels first (Keras).
 
     Returns:
@@ -268,7 +270,7 @@ def sigmoid_asymmetric_loss(
       gamma_pos: focusing exponent of the positive term, ``>= 0``.
       gamma_neg: focusing exponent of the negative term, ``>= 0``.
       clip: probability margin ``m`` in ``[0, 1]`` of the negative term.
-      weights: optional per-element weights, broadcastable.
+      weights: optional per-element weights ``>= 0``, broadcastable.
 
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``logits``.
@@ -325,7 +327,7 @@ def sigmoid_poly1_loss(
       logits: unnormalized log-odds, any float dtype.
       labels: targets in ``[0, 1]``, broadcastable with ``logits``.
       epsilon: coefficient of the poly-1 term (any real number).
-      weights: optional per-element weights, broadcastable.
+      weights: optional per-element weights ``>= 0``, broadcastable.
       pos_weight: optional positive-term weight (PyTorch semantics).
       label_smoothing: in ``[0, 1)``, applied to the labels first.
 
@@ -385,7 +387,7 @@ def binary_cross_entropy(
     Args:
       probs: probabilities of the positive class in ``[0, 1]``, float dtype.
       labels: targets in ``[0, 1]``, broadcastable with ``probs``.
-      weights: optional per-element weights, broadcastable.
+      weights: optional per-element weights ``>= 0``, broadcastable.
       pos_weight: optional positive-term weight, broadcastable.
       label_smoothing: in ``[0, 1)``, applied to the labels first.
       eps: None for PyTorch semantics, a float for Keras semantics.
@@ -431,7 +433,7 @@ def binary_focal_loss(
       labels: targets in ``[0, 1]``, broadcastable with ``probs``.
       alpha: optional weight of the positive class in ``[0, 1]``.
       gamma: focusing exponent ``>= 0``.
-      weights: optional per-element weights, broadcastable.
+      weights: optional per-element weights ``>= 0``, broadcastable.
       label_smoothing: in ``[0, 1)``.
       eps: clip of the probabilities, in ``(0, 0.5)``.
 

@@ -145,6 +145,18 @@ def check_probabilities(probs, name: str = "probs") -> None:
     _value_check(ok, probs, message)
 
 
+def check_weights(weights, name: str = "weights") -> None:
+    """Weights must be non-negative (a negative weight would reward a wrong prediction)."""
+
+    def ok(xp, v):
+        return xp.all(v >= 0)
+
+    def message(array):
+        return f"{name} must be >= 0{_range_text(array)}: take the absolute value or clip at 0"
+
+    _value_check(ok, weights, message)
+
+
 def check_logits(logits, name: str = "logits") -> None:
     """Logits must not be NaN (``+-inf`` are allowed and give 0 or ``+inf``)."""
 

@@ -39,6 +39,16 @@ def test_shapes_that_do_not_broadcast_name_both(fn):
         fn(_preds(fn), Y[:4])
 
 
+@pytest.mark.parametrize("fn", ALL)
+def test_negative_weights(fn):
+    weights = np.where(Y > 0, -1.0, 1.0).astype(np.float32)
+    with pytest.raises(bcejax.InvalidInputError, match=r"weights must be >= 0 \(min -1"):
+        fn(_preds(fn), Y, weights=weights)
+    checked = bcejax.checked(lambda p, y, w: fn(p, y, weights=w))
+    with pytest.raises(bcejax.InvalidInputError, match="weights must be >= 0"):
+        checked(_preds(fn), Y, weights)
+
+
 def test_weights_that_do_not_broadcast_are_named():
     with pytest.raises(ValueError, match=r"weights with shape \(5,\)"):
         bcejax.sigmoid_binary_cross_entropy(X, Y, weights=np.ones(5, np.float32))
