@@ -442,17 +442,28 @@ def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
         zero = one - one
         ys, ys_neg = smooth_pair(y, smoothing, one)
         coef = weights * _alpha_t(ys, ys_neg, alpha, balanced, one)
-        e, den, log_q, dlog_q = _log_wrong_parts(x, ys, ys_neg, one)
-        if gamma_int is not None:
-            gamma = gamma_int * one
-        factor = jnp.exp(jnp.where(gamma == zero, zero, gamma * log_q))
+        if gamma_int is None:
+            e, den, log_q, dlog_q = _log_wrong_parts(x, ys, ys_neg, one)
+            factor = jnp.exp(jnp.where(gamma == zero, zero, gamma * log_q))
+            dfactor = gamma * factor * dlog_q
+        else:
+            # q**n and n q**(n-1) dq/dx directly: both are finite, and no log is needed.
+            e, _, _, num, den = _wrong_parts(x, ys, ys_neg, one)
+            inv_den = one / den
+            q = num * inv_den
+            factor = jax.lax.integer_pow(q, gamma_int)
+            dq = (ys_neg - ys) * e * inv_den * inv_den
+            if gamma_int == 0:
+                dfactor = zero
+            else:
+                dfactor = (gamma_int * one) * jax.lax.integer_pow(q, gamma_int - 1) * dq
         shared = jnp.log1p(e)
         ce_pos = jnp.where(ys == zero, zero, ys * (jnp.maximum(-x, zero) + shared))
         ce_neg = jnp.where(ys_neg == zero, zero, ys_neg * (jnp.maximum(x, zero) + shared))
         ce = ce_pos + ce_neg
         dce = jnp.where(x >= zero, ys_neg - ys * e, ys_neg * e - ys) / den
         # Where the loss is infinite (infinite x), the factor is flat: that term's limit is 0.
-        dfactor_term = jnp.where(jnp.isinf(ce), zero, ce) * gamma * factor * dlog_q
+        dfactor_term = jnp.where(jnp.isinf(ce), zero, ce) * dfactor
         tangent = _accumulate(tangent, coef * (dfactor_term + factor * dce) * tangents[0])
     return out, _finish(tangent, out)
 
