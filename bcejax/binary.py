@@ -147,6 +147,7 @@ def sigmoid_binary_cross_entropy(
     The derivative in the logits is ``w ((1 - y) sigmoid(x) - pw y sigmoid(-x))``,
     i.e. ``sigmoid(x) - y`` for plain BCE. Finite for every finite logit;
     ``+-inf`` logits with hard labels give 0 when right and ``+inf`` when wrong.
+    Elementwise values above ``2**64`` (about 1.8e19) are returned as ``+inf``.
 
     Equivalents: ``optax.sigmoid_binary_cross_entropy`` (this is a drop-in
     superset), PyTorch ``BCEWithLogitsLoss(weight=, pos_weight=, reduction="none")``,
@@ -199,6 +200,7 @@ def sigmoid_focal_loss(
     ``gamma >= 0``, traced or not: ``(1 - p_t) ** gamma`` is computed in log
     space, so values and gradients stay finite for ``0 < gamma < 1`` at extreme
     logits. Integer ``gamma`` known at trace time uses repeated products.
+    Elementwise values above ``2**64`` (about 1.8e19) are returned as ``+inf``.
 
     Equivalents: ``optax.sigmoid_focal_loss`` (drop-in superset);
     torchvision ``sigmoid_focal_loss(reduction="none")`` with ``alpha=0.25``;
