@@ -163,3 +163,14 @@ def test_callable_jit_and_grad(name, loss_fn, kind):
     np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
     grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
     assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("fn", [bcejax.sigmoid_binary_cross_entropy, bcejax.sigmoid_focal_loss])
+def test_fused_losses_are_exact_up_to_two_to_the_64(fn):
+    # Wrong logits of 1e4 (loss 1e4 for BCE; focal factor 1) scaled by the weights.
+    x = np.array([1e4, 1e4, np.inf], np.float32)
+    y = np.zeros(3, np.float32)
+    weights = np.array([1e14, 1e16, 1.0], np.float32)
+    out = np.asarray(fn(x, y, weights=weights))
+    np.testing.assert_allclose(out[0], 1e18, rtol=1e-6)
+    assert out[1] == np.inf and out[2] == np.inf
