@@ -42,22 +42,57 @@ def _prepare(preds, labels, *, name, from_logits, **config):
     return preds.astype(compute), labels.astype(compute), preds.dtype
 
 
+# Rows of the 2-D view that _flat_call gives XLA when an operand is per class.
+_MIN_ROW = 1024
+
+
+def _suffix_size(operand_shape, shape) -> int | None:
+    """Size of the trailing axes an operand spans, if it is ``shape``'s suffix, else None."""
+    dims = tuple(operand_shape)
+    while dims and dims[0] == 1:
+        dims = dims[1:]
+    if dims != tuple(shape[len(shape) - len(dims) :]):
+        return None
+    return int(np.prod(dims, dtype=np.int64))
+
+
 def _flat_call(kernel, *static, x, y, config):
-    """``kernel(*static, x, y, *config)``, on 1-D views when every operand has the full shape.
+    """``kernel(*static, x, y, *config)`` on views of its operands that XLA:CPU runs fast.
 
     Operands of the full shape are raveled (scalars are kept) and the result is
     reshaped back. XLA:CPU runs the fused loss and its reduction several times
     faster on 1-D arrays than on ``(N, C)`` ones, and ~20 times faster than on
-    ``(N, 1)``; on other backends the reshapes are free and there is no barrier.
+    ``(N, 1)``. An operand that spans trailing axes only (a per-class
+    ``pos_weight``, say) would be materialized by raveling; the full operands
+    are viewed as rows of a multiple of its size instead, and it is tiled along
+    one row. On other backends the reshapes are free and there is no barrier.
     """
     shape = jnp.broadcast_shapes(x.shape, y.shape, *(jnp.shape(c) for c in config))
-
     operands = (x, y, *config)
-    if any(a.ndim > 0 and a.shape != shape for a in operands):
-        # A broadcast operand (a per-class pos_weight, say) would be materialized by
-        # raveling; keep the natural shape then.
-        return kernel(*static, *operands)
-    operands = _numerics.apart(*(a if a.ndim == 0 else a.reshape(-1) for a in operands))
+    full = [a.ndim > 0 and a.shape == shape for a in operands]
+    partial = [a for a, f in zip(operands, full, strict=True) if a.ndim > 0 and not f]
+    size = int(np.prod(shape, dtype=np.int64))
+    row = 1
+    if partial:
+        periods = [_suffix_size(a.shape, shape) for a in partial]
+        row = max(p or 0 for p in periods)
+        row *= -(-_MIN_ROW // max(row, 1))  # a multiple of the period, at least _MIN_ROW
+        if None in periods or row == 0 or size % row:
+            return kernel(*static, *operands)  # no such view: keep the natural shape
+    view = (-1,) if row == 1 else (size // row, row)
+    kept = iter(
+        _numerics.apart(*(a.reshape(view) for a, f in zip(operands, full, strict=True) if f))
+    )
+
+    def tiled(a):
+        # Broadcast over the trailing axes it spans, then repeated along one row.
+        flat = a.reshape(-1)  # its leading axes are 1: it spans the trailing ones in order
+        return jnp.tile(flat, row // flat.size)
+
+    operands = [
+        next(kept) if f else (a if a.ndim == 0 else tiled(a))
+        for a, f in zip(operands, full, strict=True)
+    ]
     return kernel(*static, *operands).reshape(shape)
 
 

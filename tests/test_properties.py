@@ -174,3 +174,22 @@ def test_fused_losses_are_exact_up_to_two_to_the_64(fn):
     out = np.asarray(fn(x, y, weights=weights))
     np.testing.assert_allclose(out[0], 1e18, rtol=1e-6)
     assert out[1] == np.inf and out[2] == np.inf
+
+
+@pytest.mark.parametrize(
+    "shape, class_shape", [((256, 16), (16,)), ((64, 4, 16), (1, 16)), ((128, 4, 8), (4, 8))]
+)
+@pytest.mark.parametrize("fn", [bcejax.sigmoid_binary_cross_entropy, bcejax.sigmoid_focal_loss])
+def test_per_class_operands_on_the_row_view(fn, shape, class_shape):
+    # Sizes divisible by 1024: per-class operands are tiled along rows of the 2-D view.
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    y = (rng.uniform(size=shape) < 0.4).astype(np.float32)
+    w = rng.uniform(size=class_shape).astype(np.float32)
+    full_w = np.broadcast_to(w, shape)
+    np.testing.assert_allclose(fn(x, y, weights=w), fn(x, y, weights=full_w), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(lambda x: jnp.sum(fn(x, y, weights=w)))(x),
+        jax.grad(lambda x: jnp.sum(fn(x, y, weights=full_w)))(x),
+        rtol=1e-6,
+    )
