@@ -35,23 +35,32 @@ def _finish(total, like):
     return jnp.zeros_like(like) if total is None else jnp.broadcast_to(total, like.shape)
 
 
-def _softplus_parts(x):
+def _softplus_parts(x, zero=0.0):
     """``(relu(x), relu(-x), log1p(exp(-|x|)))``: softplus(+-x) is relu(+-x) plus the last.
 
     The shared part is bounded by log 2, so only the relu parts can be
-    infinite (at infinite ``x``).
+    infinite (at infinite ``x``). ``zero`` is 0 (see ``apart`` for why it may
+    be an array).
     """
-    return jnp.maximum(x, 0), jnp.maximum(-x, 0), jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return jnp.maximum(x, zero), jnp.maximum(-x, zero), jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-def _bce_value(x, pos, neg):
-    relu, relu_neg, shared = _softplus_parts(x)
-    return _times(pos, relu_neg) + _times(neg, relu) + (pos + neg) * shared
+def _bce_value(x, pos, neg, zero=0.0):
+    relu, relu_neg, shared = _softplus_parts(x, zero)
+    return _times(pos, relu_neg, zero) + _times(neg, relu, zero) + (pos + neg) * shared
 
 
-def _times(coef, term):
+def _bce_slope(x, e, pos, neg, one=1.0):
+    """``d/dx`` of :func:`_bce_value`: ``neg sigmoid(x) - pos sigmoid(-x)``, ``e = exp(-|x|)``.
+
+    Both sigmoids share the denominator ``1 + e``, so one division serves.
+    """
+    return jnp.where(x >= one - one, neg - pos * e, neg * e - pos) / (one + e)
+
+
+def _times(coef, term, zero=0.0):
     # A zero coefficient wins over an infinite term: 0 * inf is 0, not NaN.
-    return jnp.where(coef == 0, jnp.zeros_like(term), coef * term)
+    return jnp.where(coef == zero, zero, coef * term)
 
 
 @jax.custom_jvp
@@ -70,10 +79,7 @@ def _bce_terms_jvp(primals, tangents):
     out = _bce_value(x, pos, neg)
     tangent = None
     if not _is_zero(dx):
-        # d/dx = neg * sigmoid(x) - pos * sigmoid(-x), over the common 1 + e.
-        e = jnp.exp(-jnp.abs(x))
-        slope = jnp.where(x >= 0, neg - pos * e, neg * e - pos) / (1 + e)
-        tangent = _accumulate(tangent, slope * dx)
+        tangent = _accumulate(tangent, _bce_slope(x, jnp.exp(-jnp.abs(x)), pos, neg) * dx)
     if not _is_zero(dpos) or not _is_zero(dneg):
         relu, relu_neg, shared = _softplus_parts(x)
     if not _is_zero(dpos):
@@ -393,9 +399,7 @@ def _sigmoid_bce_jvp(primals, tangents):
         x, y, smoothing, weights, pos_weight, one = apart(*primals, jnp.ones((), out.dtype))
         ys, ys_neg = smooth_pair(y, smoothing, one)
         pos, neg = weights * pos_weight * ys, weights * ys_neg
-        e = jnp.exp(-jnp.abs(x))
-        # d/dx = neg sigmoid(x) - pos sigmoid(-x), over the common 1 + e.
-        slope = jnp.where(x >= one - one, neg - pos * e, neg * e - pos) / (one + e)
+        slope = _bce_slope(x, jnp.exp(-jnp.abs(x)), pos, neg, one)
         tangent = _accumulate(tangent, slope * tangents[0])
     return out, _finish(tangent, out)
 
@@ -457,11 +461,8 @@ def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
                 dfactor = zero
             else:
                 dfactor = (gamma_int * one) * jax.lax.integer_pow(q, gamma_int - 1) * dq
-        shared = jnp.log1p(e)
-        ce_pos = jnp.where(ys == zero, zero, ys * (jnp.maximum(-x, zero) + shared))
-        ce_neg = jnp.where(ys_neg == zero, zero, ys_neg * (jnp.maximum(x, zero) + shared))
-        ce = ce_pos + ce_neg
-        dce = jnp.where(x >= zero, ys_neg - ys * e, ys_neg * e - ys) / den
+        ce = _bce_value(x, ys, ys_neg, zero)
+        dce = _bce_slope(x, e, ys, ys_neg, one)
         # Where the loss is infinite (infinite x), the factor is flat: that term's limit is 0.
         dfactor_term = jnp.where(jnp.isinf(ce), zero, ce) * dfactor
         tangent = _accumulate(tangent, coef * (dfactor_term + factor * dce) * tangents[0])

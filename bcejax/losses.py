@@ -40,7 +40,8 @@ class Loss:
     _static_fields: tuple[str, ...] = ("reduction",)
 
     def __post_init__(self):
-        checks.check_reduction(self.reduction)
+        if "reduction" in self.__dataclass_fields__:
+            checks.check_reduction(self.reduction)
 
     def elementwise(self, logits, labels, weights):
         raise NotImplementedError
@@ -80,9 +81,6 @@ class SumOfLosses(Loss):
 
     terms: tuple[tuple[Any, Loss], ...]
     _static_fields = ()
-
-    def __post_init__(self):
-        pass
 
     def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
         total = None
