@@ -14,7 +14,21 @@ from bcejax.binary import (
     sigmoid_poly1_loss,
 )
 from bcejax.checks import InvalidInputError, checked
+from bcejax.multiclass import (
+    hinge_loss,
+    poly_loss_cross_entropy,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels,
+    softmax_focal_loss,
+)
 from bcejax.reduction import reduce_loss
+from bcejax.segmentation import (
+    dice_loss,
+    jaccard_loss,
+    lovasz_hinge,
+    sigmoid_bce_dice_loss,
+    tversky_loss,
+)
 from bcejax.weighting import (
     class_balanced_weights,
     inverse_frequency_weights,
@@ -31,13 +45,23 @@ __all__ = [
     "binary_focal_loss",
     "checked",
     "class_balanced_weights",
+    "dice_loss",
+    "hinge_loss",
     "inverse_frequency_weights",
+    "jaccard_loss",
     "losses",
+    "lovasz_hinge",
+    "poly_loss_cross_entropy",
     "pos_weight_from_labels",
     "reduce_loss",
     "sigmoid_asymmetric_loss",
+    "sigmoid_bce_dice_loss",
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
     "sigmoid_poly1_loss",
     "smooth_binary_labels",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "softmax_focal_loss",
+    "tversky_loss",
 ]

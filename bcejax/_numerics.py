@@ -470,3 +470,76 @@ def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
 
 
 sigmoid_focal.defjvp(_sigmoid_focal_jvp, symbolic_zeros=True)
+
+
+def _shifted(x, axis):
+    """``(m, x - m, log(sum(exp(x - m))))`` with ``m`` the max over ``axis``, kept."""
+    # An entry equal to its row's max shifts to exactly 0, so a row holding +inf
+    # gives 0 there and -inf elsewhere instead of inf - inf = NaN, and a row of
+    # -inf (every class masked) is uniform instead of NaN.
+    m = jnp.max(x, axis, keepdims=True)
+    shifted = jnp.where(x == m, 0, x - m)
+    return m, shifted, jnp.log(jnp.sum(jnp.exp(shifted), axis, keepdims=True))
+
+
+def _log_softmax_value(x, axis):
+    _, shifted, log_sum = _shifted(x, axis)
+    return shifted - log_sum
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def log_softmax(x, axis):
+    """``x - logsumexp(x)`` over ``axis`` (a tuple), exact for infinite entries."""
+    return _log_softmax_value(x, axis)
+
+
+@log_softmax.defjvp
+def _log_softmax_jvp(axis, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    out = _log_softmax_value(x, axis)
+    return out, dx - jnp.sum(jnp.exp(out) * dx, axis, keepdims=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def softmax_cross_entropy(x, coef, axis):
+    """``sum_c coef_c (-log softmax(x)_c)`` over ``axis``; a zero ``coef_c`` adds 0.
+
+    The derivative in ``x`` is ``sum(coef) softmax(x) - coef``; in ``coef`` it
+    is ``-log softmax(x)``.
+    """
+    return jnp.sum(_times(coef, -_log_softmax_value(x, axis)), axis)
+
+
+def _softmax_cross_entropy_jvp(axis, primals, tangents):
+    x, coef = primals
+    dx, dcoef = tangents
+    log_p = _log_softmax_value(x, axis)
+    out = jnp.sum(_times(coef, -log_p), axis)
+    tangent = None
+    if not _is_zero(dx):
+        total = jnp.sum(coef, axis, keepdims=True)
+        tangent = _accumulate(tangent, jnp.sum((total * jnp.exp(log_p) - coef) * dx, axis))
+    if not _is_zero(dcoef):
+        tangent = _accumulate(tangent, jnp.sum(_times(dcoef, -log_p), axis))
+    return out, _finish(tangent, out)
+
+
+softmax_cross_entropy.defjvp(_softmax_cross_entropy_jvp, symbolic_zeros=True)
+
+
+def _logsumexp_value(x, axis):
+    m, _, log_sum = _shifted(x, axis)
+    return jnp.squeeze(m + log_sum, axis)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def logsumexp(x, axis):
+    """``log(sum(exp(x)))`` over ``axis`` (a tuple); ``-inf`` for a row of ``-inf``."""
+    return _logsumexp_value(x, axis)
+
+
+@logsumexp.defjvp
+def _logsumexp_jvp(axis, primals, tangents):
+    # The derivative is softmax(x), uniform on a row of -inf rather than NaN.
+    (x,), (dx,) = primals, tangents
+    return _logsumexp_value(x, axis), jnp.sum(jnp.exp(_log_softmax_value(x, axis)) * dx, axis)

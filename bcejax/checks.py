@@ -251,3 +251,75 @@ def check_label_smoothing(label_smoothing) -> None:
 
 def check_nonnegative(value, name: str) -> None:
     check_range(value, name, 0.0)
+
+
+def values_checked(x) -> bool:
+    """True when value checks on ``x`` run: eagerly for concrete ``x``, or in checked mode."""
+    return _is_concrete(x) or _checking()
+
+
+def check_label_rows(row_sums, dtype, name: str = "labels") -> None:
+    """One-hot or soft labels must sum to 1 over the classes of each (unmasked) example."""
+    tol = max(1e-3, 8 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 0
+
+    def ok(xp, v):
+        return xp.all(xp.abs(v - 1) <= tol)
+
+    def message(array):
+        return (
+            f"{name} must sum to 1 over the classes of each example (one-hot or a "
+            f"probability distribution){_range_text(array)}: normalize them, mask "
+            "padded examples with `where`, or pass class indices to "
+            "softmax_cross_entropy_with_integer_labels"
+        )
+
+    _value_check(ok, row_sums, message)
+
+
+def check_class_indices(labels, num_classes: int, ignore_index=None, name: str = "labels") -> None:
+    """Integer labels must be class indices in ``[0, num_classes)`` or ``ignore_index``."""
+
+    def ok(xp, v):
+        valid = (v >= 0) & (v < num_classes)
+        if ignore_index is not None:
+            valid |= v == ignore_index
+        return xp.all(valid)
+
+    def message(array):
+        text = f"{name} must be class indices in [0, {num_classes})"
+        if ignore_index is not None:
+            text += f" or ignore_index={ignore_index}"
+        text += _range_text(array)
+        if array is None:
+            return text + ": 1-based labels need 1 subtracting; padding needs ignore_index"
+        if array.min() >= 1 and array.max() == num_classes:
+            return text + ": labels look 1-based; subtract 1"
+        if ignore_index is None and array.min() < 0:
+            value = array.min()
+            return text + f": to skip examples labelled {value}, pass ignore_index={value}"
+        return text + f"; the logits have {num_classes} classes along the class axis"
+
+    _value_check(ok, labels, message)
+
+
+def check_integer(x, name: str, hint: str) -> jax.Array:
+    """Returns ``x`` as an array, raising ``TypeError`` unless it has an integer dtype."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{name} must have an integer dtype, got {x.dtype}: {hint}")
+    return x
+
+
+def check_signed_targets(targets, name: str = "targets") -> None:
+    """Signed targets must be -1 or 1; names {0, 1} labels, the usual mistake."""
+
+    def ok(xp, v):
+        return xp.all((v == -1) | (v == 1))
+
+    def message(array):
+        text = f"{name} must be -1 or 1{_range_text(array)}"
+        if array is not None and np.all(np.isin(array, (0, 1))):
+            return text + ": targets in {0, 1}; map them to {-1, 1} with 2 * labels - 1"
+        return text + ": map labels in {0, 1} to {-1, 1} with 2 * labels - 1"
+
+    _value_check(ok, targets, message)

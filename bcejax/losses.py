@@ -19,9 +19,10 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks
+from bcejax import binary, checks, multiclass, segmentation
 from bcejax.reduction import AxisName, reduce_loss
 
 
@@ -46,6 +47,10 @@ class Loss:
     def elementwise(self, logits, labels, weights):
         raise NotImplementedError
 
+    def unreduced(self, logits, labels, weights, where):
+        """The loss before reduction and the mask of its entries to reduce over."""
+        return self.elementwise(logits, labels, weights), where
+
     def __call__(
         self,
         logits: ArrayLike,
@@ -55,7 +60,7 @@ class Loss:
         where: ArrayLike | None = None,
         axis_name: AxisName | None = None,
     ) -> jax.Array:
-        loss = self.elementwise(logits, labels, weights)
+        loss, where = self.unreduced(logits, labels, weights, where)
         return reduce_loss(loss, self.reduction, where=where, axis_name=axis_name)
 
     def __add__(self, other: Any) -> SumOfLosses:
@@ -185,11 +190,189 @@ class Poly1Loss(Loss):
         )
 
 
+@_loss_dataclass
+class CategoricalCrossEntropy(Loss):
+    """Softmax cross-entropy over the last axis, with integer or one-hot labels.
+
+    Integer labels: :func:`bcejax.softmax_cross_entropy_with_integer_labels`;
+    float labels (one-hot or soft): :func:`bcejax.softmax_cross_entropy`.
+    ``weights`` and ``where`` are per example. As PyTorch's
+    ``CrossEntropyLoss``, ``reduction="mean"`` divides the summed loss by the
+    summed class weights of the targets of the unmasked, non-ignored examples
+    (their count without ``class_weights``; ``sum_c w_c y_c`` for soft labels),
+    and gives 0 when there are none.
+    """
+
+    label_smoothing: Any = 0.0
+    class_weights: Any = None
+    ignore_index: int | None = None
+    reduction: str = "mean"
+    _static_fields = ("ignore_index", "reduction")
+
+    def elementwise(self, logits, labels, weights):
+        config = dict(label_smoothing=self.label_smoothing, class_weights=self.class_weights)
+        if jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+            loss = multiclass.softmax_cross_entropy_with_integer_labels(
+                logits, labels, ignore_index=self.ignore_index, **config
+            )
+        else:
+            if self.ignore_index is not None:
+                raise ValueError(
+                    "ignore_index needs integer labels; mask one-hot examples with `where`"
+                )
+            loss = multiclass.softmax_cross_entropy(logits, labels, **config)
+        return loss if weights is None else loss * jnp.asarray(weights, loss.dtype)
+
+    def _target_weights(self, logits, labels):
+        """The weight of each example's target: what ``mean`` divides by."""
+        shape = jnp.shape(logits)[:-1]
+        if jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+            labels = jnp.broadcast_to(jnp.asarray(labels), shape)
+            valid = jnp.ones(shape, bool)
+            if self.ignore_index is not None:
+                valid = labels != self.ignore_index
+            if self.class_weights is None:
+                return valid.astype(jnp.float32)
+            weights = jnp.asarray(self.class_weights, jnp.float32)
+            return jnp.where(valid, weights[jnp.clip(labels, 0, weights.size - 1)], 0)
+        if self.class_weights is None:
+            return jnp.ones(shape, jnp.float32)
+        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.float32), jnp.shape(logits))
+        return labels @ jnp.asarray(self.class_weights, jnp.float32)
+
+    def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
+        loss = self.elementwise(logits, labels, weights)
+        if self.reduction != "mean":
+            return reduce_loss(loss, self.reduction, where=where, axis_name=axis_name)
+        total = reduce_loss(loss, "sum", where=where, axis_name=axis_name)
+        targets = self._target_weights(logits, labels)
+        count = reduce_loss(targets, "sum", where=where, axis_name=axis_name)
+        return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0).astype(loss.dtype)
+
+
+class _OverlapLoss(Loss):
+    """A per-image loss: ``where`` masks pixels, ``weights`` weigh whole images."""
+
+    _static_fields = ("from_logits", "reduction")
+
+    def image_loss(self, logits, labels, where):
+        raise NotImplementedError
+
+    def unreduced(self, logits, labels, weights, where):
+        loss = self.image_loss(logits, labels, where)
+        if weights is not None:
+            loss = loss * _image_weights(weights, jnp.shape(logits)).astype(loss.dtype)
+        if where is None:
+            return loss, None
+        shape = jnp.shape(logits)
+        mask = jnp.broadcast_to(jnp.asarray(where, bool), shape)
+        return loss, jnp.any(mask.reshape(shape[0], -1), -1)  # images with a pixel left
+
+
+def _image_weights(weights, shape):
+    """Per-image weights of shape ``(batch,)`` from ``(batch,)`` or ``(batch, 1, ...)``."""
+    weights = jnp.asarray(weights)
+    if weights.ndim > 1 and all(n == 1 for n in weights.shape[1:]):
+        weights = weights.reshape(weights.shape[0])
+    if weights.ndim > 1 or (weights.ndim == 1 and weights.shape[0] not in (1, shape[0])):
+        raise ValueError(
+            f"overlap losses weigh whole images: weights must have shape ({shape[0]},) or "
+            f"({shape[0]}, 1, ...), got {weights.shape}"
+        )
+    checks.check_weights(weights)
+    return jnp.broadcast_to(weights, shape[:1])
+
+
+@_loss_dataclass
+class DiceLoss(_OverlapLoss):
+    """Soft Dice loss per image (:func:`bcejax.dice_loss`), averaged over the images."""
+
+    smooth: Any = 1.0
+    from_logits: bool = True
+    reduction: str = "mean"
+
+    def image_loss(self, logits, labels, where):
+        return segmentation.dice_loss(
+            logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
+        )
+
+
+@_loss_dataclass
+class JaccardLoss(_OverlapLoss):
+    """Soft Jaccard (IoU) loss per image (:func:`bcejax.jaccard_loss`), averaged."""
+
+    smooth: Any = 1.0
+    from_logits: bool = True
+    reduction: str = "mean"
+
+    def image_loss(self, logits, labels, where):
+        return segmentation.jaccard_loss(
+            logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
+        )
+
+
+@_loss_dataclass
+class TverskyLoss(_OverlapLoss):
+    """Tversky loss per image (:func:`bcejax.tversky_loss`), averaged over the images."""
+
+    alpha: Any = 0.3
+    beta: Any = 0.7
+    smooth: Any = 1.0
+    from_logits: bool = True
+    reduction: str = "mean"
+
+    def image_loss(self, logits, labels, where):
+        return segmentation.tversky_loss(
+            logits,
+            labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            smooth=self.smooth,
+            from_logits=self.from_logits,
+            where=where,
+        )
+
+
+@_loss_dataclass
+class LovaszHinge(_OverlapLoss):
+    """Lovász hinge per image (:func:`bcejax.lovasz_hinge`), averaged over the images.
+
+    ``per_image=False`` computes one loss over the whole batch, which takes no
+    per-image ``weights``.
+    """
+
+    per_image: bool = True
+    from_logits: bool = True
+    reduction: str = "mean"
+    _static_fields = ("per_image", "from_logits", "reduction")
+
+    def unreduced(self, logits, labels, weights, where):
+        if self.per_image:
+            return super().unreduced(logits, labels, weights, where)
+        if weights is not None:
+            raise ValueError("LovaszHinge(per_image=False) is one loss per batch: drop weights")
+        return self.image_loss(logits, labels, where), None
+
+    def image_loss(self, logits, labels, where):
+        return segmentation.lovasz_hinge(
+            logits,
+            labels,
+            per_image=self.per_image,
+            from_logits=self.from_logits,
+            where=where,
+        )
+
+
 __all__ = [
     "AsymmetricLoss",
     "BinaryCrossEntropy",
+    "CategoricalCrossEntropy",
+    "DiceLoss",
     "FocalLoss",
+    "JaccardLoss",
     "Loss",
+    "LovaszHinge",
     "Poly1Loss",
     "SumOfLosses",
+    "TverskyLoss",
 ]
