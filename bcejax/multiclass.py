@@ -86,9 +86,9 @@ def _smoothing(label_smoothing, dtype):
 def _prepare(logits, axis, where):
     """Checked logits (compute dtype, classes last), the mask, the axes and the dtype."""
     logits = checks.check_float(logits, "logits")
-    checks.check_logits(logits)
     axes = _class_axes(axis, logits.ndim)
     mask = _class_mask(where, logits.shape, axes)
+    checks.check_logits(logits if mask is None else jnp.where(mask, logits, 0))
     x = _classes_last(logits.astype(binary._compute_dtype(logits.dtype)), axes)
     return x, None if mask is None else _classes_last(mask, axes), axes, logits.dtype
 
@@ -148,7 +148,7 @@ def softmax_cross_entropy(
     shape = checks.check_broadcast(logits=x_in, labels=labels)
     x, mask, axes, dtype = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
     y = _classes_last(jnp.broadcast_to(labels, shape), axes)
-    checks.check_labels(y)
+    checks.check_labels(y if mask is None else jnp.where(mask, y, 0))
     if checks.values_checked(y):
         sums = jnp.sum(y if mask is None else jnp.where(mask, y, 0), -1, dtype=x.dtype)
         if mask is not None:
@@ -187,6 +187,17 @@ def _integer_labels(labels, x, axes, logits_shape):
             "per example"
         )
     return jnp.broadcast_to(labels, batch)
+
+
+def _exempt(labels, kept):
+    """The labels to check: those of examples that a mask drops whole are not."""
+    return labels if kept is None else jnp.where(kept, labels, 0)
+
+
+def _in_range(labels, num_classes, kept):
+    # A label out of range gives NaN in a plain jit, unless its example is masked.
+    in_range = (labels >= 0) & (labels < num_classes)
+    return in_range if kept is None else in_range | ~kept
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -234,13 +245,14 @@ def softmax_cross_entropy_with_integer_labels(
     x, mask, axes, dtype = _prepare(logits, axis, where)
     labels = _integer_labels(labels, x, axes, logits.shape)
     num_classes = x.shape[-1]
-    checks.check_class_indices(labels, num_classes, ignore_index)
+    kept = None if mask is None else jnp.any(mask, -1)  # examples not masked whole
+    checks.check_class_indices(_exempt(labels, kept), num_classes, ignore_index)
     target = labels[..., None] == jnp.arange(num_classes, dtype=labels.dtype)
     coef = _smoothed_labels(target.astype(x.dtype), _smoothing(label_smoothing, x.dtype), mask)
     weights = _class_weights(class_weights, logits.shape, axes, x.dtype)
     if weights is not None:
         coef = coef * weights
-    in_range = (labels >= 0) & (labels < num_classes)
+    in_range = _in_range(labels, num_classes, kept)
     if ignore_index is not None:
         ignored = labels == ignore_index
         in_range |= ignored
@@ -293,7 +305,8 @@ def softmax_focal_loss(
     x, mask, axes, dtype = _prepare(logits, axis, where)
     labels = _integer_labels(labels, x, axes, logits.shape)
     num_classes = x.shape[-1]
-    checks.check_class_indices(labels, num_classes)
+    kept = None if mask is None else jnp.any(mask, -1)
+    checks.check_class_indices(_exempt(labels, kept), num_classes)
     checks.check_gamma(gamma)
     target = labels[..., None] == jnp.arange(num_classes, dtype=labels.dtype)
     if mask is not None:
@@ -315,8 +328,7 @@ def softmax_focal_loss(
         weight = weight * alpha
     margin = jnp.where(has_target, margin, 0)
     loss = binary.sigmoid_focal_loss(margin, jnp.ones_like(margin), gamma=gamma, weights=weight)
-    in_range = (labels >= 0) & (labels < num_classes)
-    return jnp.where(in_range, loss, jnp.nan).astype(dtype)
+    return jnp.where(_in_range(labels, num_classes, kept), loss, jnp.nan).astype(dtype)
 
 
 def poly_loss_cross_entropy(

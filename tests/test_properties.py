@@ -6,6 +6,7 @@ whether it takes logits or probabilities, and the config to call it with.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -193,3 +194,210 @@ def test_per_class_operands_on_the_row_view(fn, shape, class_shape):
         jax.grad(lambda x: jnp.sum(fn(x, y, weights=full_w)))(x),
         rtol=1e-6,
     )
+
+
+# Per-example and per-image losses: the leading axis indexes examples (images).
+# Each kind of input says what the labels are: soft distributions over the last
+# axis, integer classes, binary images, or signed targets.
+PER_EXAMPLE = [
+    ("softmax_ce", bcejax.softmax_cross_entropy, "soft", {}),
+    (
+        "softmax_ce_full",
+        bcejax.softmax_cross_entropy,
+        "soft",
+        dict(label_smoothing=0.1, class_weights=np.array([1.0, 2.0, 0.5, 1.0, 3.0], np.float32)),
+    ),
+    ("softmax_ce_int", bcejax.softmax_cross_entropy_with_integer_labels, "integer", {}),
+    (
+        "softmax_ce_int_full",
+        bcejax.softmax_cross_entropy_with_integer_labels,
+        "integer",
+        dict(label_smoothing=0.2, class_weights=np.arange(1, 6, dtype=np.float32)),
+    ),
+    ("softmax_focal", bcejax.softmax_focal_loss, "integer", dict(gamma=2.0, alpha=0.5)),
+    ("softmax_focal_frac", bcejax.softmax_focal_loss, "integer", dict(gamma=0.5)),
+    ("poly_ce", bcejax.poly_loss_cross_entropy, "soft", dict(epsilon=2.0)),
+    ("hinge", bcejax.hinge_loss, "signed", {}),
+    ("dice", bcejax.dice_loss, "image", {}),
+    ("dice_probs", bcejax.dice_loss, "image_probs", dict(from_logits=False, smooth=0.5)),
+    ("jaccard", bcejax.jaccard_loss, "image", {}),
+    ("tversky", bcejax.tversky_loss, "image", dict(alpha=0.4, beta=0.6)),
+    ("lovasz", bcejax.lovasz_hinge, "image", {}),
+    ("lovasz_probs", bcejax.lovasz_hinge, "image_probs", dict(from_logits=False)),
+    ("bce_dice", bcejax.sigmoid_bce_dice_loss, "image", dict(dice_weight=0.5)),
+]
+
+per_example_ids = [name for name, *_ in PER_EXAMPLE]
+
+
+def make_examples(kind, batch=6, dtype=np.float32, seed=0):
+    """``(predictions, labels)`` with ``batch`` examples along the leading axis."""
+    rng = np.random.default_rng(seed)
+    if kind in ("image", "image_probs"):
+        logits = rng.normal(0, 2, (batch, 5, 3))
+        labels = (rng.uniform(size=logits.shape) < 0.3).astype(dtype)
+        preds = logits if kind == "image" else 1 / (1 + np.exp(-logits))
+        return preds.astype(dtype), labels
+    if kind == "signed":
+        return rng.normal(0, 2, (batch, 3)).astype(dtype), rng.choice([-1.0, 1.0], (batch, 3))
+    logits = rng.normal(0, 3, (batch, 5)).astype(dtype)
+    if kind == "integer":
+        return logits, rng.integers(0, 5, batch)
+    return logits, rng.dirichlet(np.ones(5), batch).astype(dtype)
+
+
+def _batch_mask(kind, mask):
+    """A mask over the examples, shaped to broadcast against the predictions."""
+    return mask[:, None, None] if kind.startswith("image") else mask
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_jit_equals_eager(name, fn, kind, config):
+    preds, labels = make_examples(kind)
+    f = call(fn, config)
+    np.testing.assert_allclose(jax.jit(f)(preds, labels), f(preds, labels), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_shape_dtype_and_independence(name, fn, kind, config):
+    preds, labels = make_examples(kind)
+    out = call(fn, config)(preds, labels)
+    batch_shape = preds.shape if kind == "signed" else preds.shape[:1]
+    assert out.shape == batch_shape and out.dtype == preds.dtype
+    # Each example's loss depends on that example alone, wherever it sits in the batch.
+    order = np.random.default_rng(4).permutation(len(preds))
+    np.testing.assert_allclose(call(fn, config)(preds[order], labels[order]), out[order], rtol=1e-6)
+    single = np.stack([call(fn, config)(preds[i : i + 1], labels[i : i + 1])[0] for i in range(2)])
+    np.testing.assert_allclose(out[:2], single, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_vmap_equals_loop(name, fn, kind, config):
+    batches = [make_examples(kind, seed=s) for s in (0, 1)]
+    preds = np.stack([p for p, _ in batches])
+    labels = np.stack([y for _, y in batches])
+    f = call(fn, config)
+    looped = np.stack([f(p, y) for p, y in batches])
+    np.testing.assert_allclose(jax.vmap(f)(preds, labels), looped, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, fn, kind, config",
+    [entry for entry in PER_EXAMPLE if entry[2] != "signed"],
+    ids=[name for name, *_, kind, _ in PER_EXAMPLE if kind != "signed"],
+)
+def test_per_example_where_equals_slicing(name, fn, kind, config):
+    preds, labels = make_examples(kind)
+    mask = np.array([True, False, True, True, False, True])
+    dropped = ~mask.reshape(-1, *[1] * (preds.ndim - 1))
+    preds = np.where(dropped, np.nan, preds).astype(preds.dtype)  # must not leak
+    f = call(fn, config)
+    out = f(preds, labels, where=_batch_mask(kind, mask))
+    np.testing.assert_allclose(out[mask], f(preds[mask], labels[mask]), rtol=1e-6)
+    assert np.all(np.asarray(out)[~mask] == 0)
+    grad = jax.grad(lambda p: jnp.sum(f(p, labels, where=_batch_mask(kind, mask))))(preds)
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_half_precision_close_to_float32(name, fn, kind, config, dtype):
+    preds, labels = make_examples(kind)
+    if kind == "image_probs":
+        preds = np.clip(preds, 0.01, 0.99)
+    half = jnp.asarray(preds, dtype)
+    f = call(fn, config)
+    out = f(half, labels)
+    assert out.dtype == dtype
+    reference = f(np.asarray(half, np.float32), labels)
+    tol = 2e-2 if dtype == jnp.bfloat16 else 2e-3
+    np.testing.assert_allclose(np.asarray(out, np.float32), reference, rtol=tol, atol=tol)
+    grad = jax.grad(lambda p: jnp.sum(f(p, labels)).astype(jnp.float32))(half)
+    assert grad.dtype == dtype and np.all(np.isfinite(np.asarray(grad, np.float32)))
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_derivatives(name, fn, kind, config):
+    preds, labels = make_examples(kind, batch=3, dtype=np.float64)
+
+    def total(p):
+        return jnp.sum(call(fn, config)(p, labels))
+
+    f = call(fn, config)
+    np.testing.assert_allclose(
+        jax.jacfwd(f)(preds, labels), jax.jacrev(f)(preds, labels), rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        jax.hessian(total)(preds), jax.jacrev(jax.jacfwd(total))(preds), rtol=1e-9, atol=1e-12
+    )
+    # Central differences in float64 (Lovász and hinge are piecewise linear: no kink here).
+    grad = np.asarray(jax.grad(total)(preds)).ravel()
+    h = 1e-6
+    for i in np.random.default_rng(5).choice(preds.size, 6, replace=False):
+        step = np.zeros(preds.size)
+        step[i] = h
+        step = step.reshape(preds.shape)
+        numeric = (total(preds + step) - total(preds - step)) / (2 * h)
+        np.testing.assert_allclose(grad[i], numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_float64_stays_float64(name, fn, kind, config):
+    preds, labels = make_examples(kind, dtype=np.float64)
+    config = {k: np.asarray(v, np.float32) for k, v in config.items()}
+    assert call(fn, config)(preds, labels).dtype == jnp.float64
+    assert call(fn, config)(preds.astype(np.float32), labels).dtype == jnp.float32
+
+
+PER_EXAMPLE_CALLABLES = [
+    ("CategoricalCrossEntropy", bcejax.losses.CategoricalCrossEntropy(), "integer"),
+    (
+        "CategoricalCrossEntropy_onehot",
+        bcejax.losses.CategoricalCrossEntropy(
+            label_smoothing=0.1, class_weights=np.array([1.0, 2.0, 0.5, 1.0, 3.0], np.float32)
+        ),
+        "soft",
+    ),
+    ("DiceLoss", bcejax.losses.DiceLoss(), "image"),
+    ("JaccardLoss", bcejax.losses.JaccardLoss(smooth=0.5), "image"),
+    ("TverskyLoss", bcejax.losses.TverskyLoss(), "image"),
+    ("LovaszHinge", bcejax.losses.LovaszHinge(), "image"),
+    ("BCE+Dice", bcejax.losses.BinaryCrossEntropy() + bcejax.losses.DiceLoss(), "image"),
+]
+
+per_example_callable_ids = [name for name, *_ in PER_EXAMPLE_CALLABLES]
+
+
+@pytest.mark.parametrize("name, loss_fn, kind", PER_EXAMPLE_CALLABLES, ids=per_example_callable_ids)
+def test_per_example_callable_where_equals_slicing(name, loss_fn, kind):
+    preds, labels = make_examples(kind)
+    mask = np.array([True, False, True, True, False, True])
+    np.testing.assert_allclose(
+        loss_fn(preds, labels, where=_batch_mask(kind, mask)),
+        loss_fn(preds[mask], labels[mask]),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("name, loss_fn, kind", PER_EXAMPLE_CALLABLES, ids=per_example_callable_ids)
+def test_per_example_callable_weight_equals_repeats(name, loss_fn, kind):
+    preds, labels = make_examples(kind)
+    counts = np.array([1, 2, 3, 0, 1, 4])
+    terms = loss_fn.terms if isinstance(loss_fn, bcejax.losses.SumOfLosses) else ((1, loss_fn),)
+    for _, term in terms:
+        summed = dataclasses.replace(term, reduction="sum")
+        weights = _batch_mask(kind, counts.astype(np.float32))
+        np.testing.assert_allclose(
+            summed(preds, labels, weights=weights),
+            summed(np.repeat(preds, counts, 0), np.repeat(labels, counts, 0)),
+            rtol=1e-5,
+        )
+
+
+@pytest.mark.parametrize("name, loss_fn, kind", PER_EXAMPLE_CALLABLES, ids=per_example_callable_ids)
+def test_per_example_callable_jit_and_grad(name, loss_fn, kind):
+    preds, labels = make_examples(kind)
+    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
+    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
+    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
