@@ -500,33 +500,6 @@ def _log_softmax_jvp(axis, primals, tangents):
     return out, dx - jnp.sum(jnp.exp(out) * dx, axis, keepdims=True)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def softmax_cross_entropy(x, coef, axis):
-    """``sum_c coef_c (-log softmax(x)_c)`` over ``axis``; a zero ``coef_c`` adds 0.
-
-    The derivative in ``x`` is ``sum(coef) softmax(x) - coef``; in ``coef`` it
-    is ``-log softmax(x)``.
-    """
-    return jnp.sum(_times(coef, -_log_softmax_value(x, axis)), axis)
-
-
-def _softmax_cross_entropy_jvp(axis, primals, tangents):
-    x, coef = primals
-    dx, dcoef = tangents
-    log_p = _log_softmax_value(x, axis)
-    out = jnp.sum(_times(coef, -log_p), axis)
-    tangent = None
-    if not _is_zero(dx):
-        total = jnp.sum(coef, axis, keepdims=True)
-        tangent = _accumulate(tangent, jnp.sum((total * jnp.exp(log_p) - coef) * dx, axis))
-    if not _is_zero(dcoef):
-        tangent = _accumulate(tangent, jnp.sum(_times(dcoef, -log_p), axis))
-    return out, _finish(tangent, out)
-
-
-softmax_cross_entropy.defjvp(_softmax_cross_entropy_jvp, symbolic_zeros=True)
-
-
 def _logsumexp_value(x, axis):
     m, _, log_sum = _shifted(x, axis)
     return jnp.squeeze(m + log_sum, axis)
@@ -543,3 +516,91 @@ def _logsumexp_jvp(axis, primals, tangents):
     # The derivative is softmax(x), uniform on a row of -inf rather than NaN.
     (x,), (dx,) = primals, tangents
     return _logsumexp_value(x, axis), jnp.sum(jnp.exp(_log_softmax_value(x, axis)) * dx, axis)
+
+
+# The softmax cross-entropy kernel. The target's term is gathered rather than
+# masked out of a dense product, ``exp`` is computed once and shared by the
+# normalizer and the derivative (on CPU, recomputing it costs more than storing
+# it), and the shift is select-free so that it fuses into the row reductions.
+
+
+def _xent_shift(x, m):
+    """``x - m`` for the row max ``m``, select-free and finite (``+-inf`` as the largest float).
+
+    A ``+inf`` entry shifts to 0 (so ``k`` of them share the probability), a
+    ``-inf`` entry to minus the largest float, whose product with a zero
+    coefficient is 0, and with a positive one a loss that reads as ``inf``.
+    """
+    return _finite(_finite(x) - m)
+
+
+def _xent_parts(with_target, x, labels, u, v):
+    """The loss per row, and ``(exp(shift), sum of it, sum of the coefficients)``."""
+    m = _finite(jnp.max(x, -1, keepdims=True))
+    # One min only for exp (a -inf entry gives exp(-inf) = 0): the second costs a
+    # quarter of the time on CPU. A row of -inf sums to 0; its log is taken as 0.
+    e = jnp.exp(jnp.minimum(x, jnp.finfo(x.dtype).max) - m)
+    total_exp = jnp.sum(e, -1)
+    log_total = jnp.log(jnp.where(total_exp > 0, total_exp, 1))
+    total, dot = None, None
+    if with_target:
+        x_t = jnp.take_along_axis(x, labels[..., None], -1, mode="clip")[..., 0]
+        total, dot = u, u * _xent_shift(x_t, m[..., 0])
+    if v is not None:
+        vs = jnp.broadcast_to(v, x.shape)
+        total = _accumulate(total, jnp.sum(vs, -1))
+        # The finite bounds as row arrays behind the barrier: XLA:CPU materializes a
+        # full-size broadcast of a constant that feeds a row reduction.
+        big, m_row = apart(jnp.full(m.shape, jnp.finfo(x.dtype).max, x.dtype), m)
+        shifted = jnp.maximum(jnp.minimum(x, big) - m_row, -big)
+        dot = _accumulate(dot, jnp.sum(vs * shifted, -1))
+    # A coefficient on a -inf logit leaves a loss near the largest float: inf. A row
+    # of -inf (no class possible) has loss inf, or 0 with no coefficient on it.
+    loss = _overflow_to_inf(total * log_total - dot)
+    loss = jnp.where(total_exp > 0, loss, jnp.where(total > 0, jnp.inf, 0))
+    return loss, (m, e, total_exp, log_total, total)
+
+
+def _target_coefficients(with_target, shape, labels, u, v):
+    """The dense coefficients ``u onehot(labels) + v``."""
+    coef = None
+    if with_target:
+        onehot = labels[..., None] == jnp.arange(shape[-1], dtype=labels.dtype)
+        coef = jnp.where(onehot, u[..., None], 0)
+    if v is not None:
+        coef = _accumulate(coef, v)
+    return jnp.broadcast_to(coef, shape)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def softmax_cross_entropy(with_target, x, labels, u, v):
+    """``sum_c coef_c (-log softmax(x)_c)`` over the last axis, ``coef = u onehot(labels) + v``.
+
+    ``with_target`` (static) says whether ``labels`` (integer, one per row)
+    and ``u`` (one coefficient per row) are used; ``v`` is a dense coefficient
+    broadcastable to ``x`` or None. A zero coefficient adds 0, even on a
+    ``-inf`` logit. The derivative in ``x`` is ``sum(coef) softmax(x) - coef``.
+    """
+    return _xent_parts(with_target, x, labels, u, v)[0]
+
+
+def _softmax_cross_entropy_jvp(with_target, primals, tangents):
+    x, labels, u, v = primals
+    dx, _, du, dv = tangents
+    out, (m, e, total_exp, log_total, total) = _xent_parts(with_target, x, labels, u, v)
+    tangent = None
+    if not _is_zero(dx):
+        coef = _target_coefficients(with_target, x.shape, labels, u, v)
+        scale = total / jnp.where(total_exp > 0, total_exp, 1)  # sum(coef) softmax(x) = scale e
+        tangent = jnp.sum((scale[..., None] * e - coef) * dx, -1)
+    if (with_target and not _is_zero(du)) or (v is not None and not _is_zero(dv)):
+        minus_log_p = _overflow_to_inf(log_total[..., None] - _xent_shift(x, m))
+    if with_target and not _is_zero(du):
+        minus_log_p_t = jnp.take_along_axis(minus_log_p, labels[..., None], -1, mode="clip")
+        tangent = _accumulate(tangent, minus_log_p_t[..., 0] * du)
+    if v is not None and not _is_zero(dv):
+        tangent = _accumulate(tangent, jnp.sum(minus_log_p * dv, -1))
+    return out, _finish(tangent, out)
+
+
+softmax_cross_entropy.defjvp(_softmax_cross_entropy_jvp, symbolic_zeros=True)

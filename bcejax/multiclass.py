@@ -159,7 +159,7 @@ def softmax_cross_entropy(
     if weights is not None:
         coef = coef * weights
     x, coef = _masked(x, coef, mask)
-    return _numerics.softmax_cross_entropy(x, coef, (-1,)).astype(dtype)
+    return _numerics.softmax_cross_entropy(False, x, None, None, coef).astype(dtype)
 
 
 def _smoothed_labels(y, smoothing, mask):
@@ -247,18 +247,29 @@ def softmax_cross_entropy_with_integer_labels(
     num_classes = x.shape[-1]
     kept = None if mask is None else jnp.any(mask, -1)  # examples not masked whole
     checks.check_class_indices(_exempt(labels, kept), num_classes, ignore_index)
-    target = labels[..., None] == jnp.arange(num_classes, dtype=labels.dtype)
-    coef = _smoothed_labels(target.astype(x.dtype), _smoothing(label_smoothing, x.dtype), mask)
+    # The coefficients are u onehot(labels) + v: the target's, and the smoothing's.
+    u = jnp.ones(labels.shape, x.dtype)
     weights = _class_weights(class_weights, logits.shape, axes, x.dtype)
     if weights is not None:
-        coef = coef * weights
+        u = u * jnp.take(weights, labels, mode="clip")
+    v = None
+    smoothing = _smoothing(label_smoothing, x.dtype)
+    if smoothing is not None:
+        num_classes_row = num_classes if mask is None else jnp.sum(mask, -1, keepdims=True)
+        v = smoothing / jnp.maximum(num_classes_row, 1).astype(x.dtype)
+        v = v if weights is None else v * weights
+        u = u * (1 - smoothing)
+    if mask is not None:
+        x = jnp.where(mask, x, -jnp.inf)
+        u = jnp.where(jnp.take_along_axis(mask, labels[..., None], -1, mode="clip")[..., 0], u, 0)
+        v = None if v is None else jnp.where(mask, v, 0)
     in_range = _in_range(labels, num_classes, kept)
     if ignore_index is not None:
         ignored = labels == ignore_index
         in_range |= ignored
-        coef = jnp.where(ignored[..., None], 0, coef)
-    x, coef = _masked(x, coef, mask)
-    loss = _numerics.softmax_cross_entropy(x, coef, (-1,))
+        u = jnp.where(ignored, 0, u)
+        v = None if v is None else jnp.where(ignored[..., None], 0, v)
+    loss = _numerics.softmax_cross_entropy(True, x, labels, u, v)
     return jnp.where(in_range, loss, jnp.nan).astype(dtype)
 
 

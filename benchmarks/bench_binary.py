@@ -11,14 +11,10 @@ with a per-class ``pos_weight``. Run:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,12 +22,8 @@ import optax
 
 import bcejax
 
-
-def _mean_loss(fn):
-    def loss(x, y, *extra):
-        return jnp.mean(fn(x, y, *extra))
-
-    return jax.jit(jax.value_and_grad(loss))
+_mean_loss = harness.value_and_grad_of_mean
+TORCH = "torch BCEWithLogitsLoss (forward + backward)"
 
 
 def _contenders(n: int, num_classes: int):
@@ -116,23 +108,6 @@ def _torch_contender(x, y):
     return run, torch.__version__
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log2-size", type=int, default=24)
@@ -143,72 +118,27 @@ def main() -> None:
 
     n = 2**args.log2_size
     rows, (x, y, _, _) = _contenders(n, args.num_classes)
-    calls = {}
-    for name, (fn, fn_args, _) in rows.items():
-        jax.block_until_ready(fn(*fn_args))  # compile
-        calls[name] = lambda fn=fn, fn_args=fn_args: jax.block_until_ready(fn(*fn_args))
+    calls = {name: harness.blocking(fn, fn_args) for name, (fn, fn_args, _) in rows.items()}
+    baselines = {name: base for name, (_, _, base) in rows.items()}
     torch_row = _torch_contender(x, y)
     torch_version = None
     if torch_row is not None:
         run, torch_version = torch_row
         run()
-        calls["torch BCEWithLogitsLoss (forward + backward)"] = run
+        calls[TORCH] = run
+        baselines[TORCH] = "bcejax sigmoid_binary_cross_entropy"
 
-    # Round-robin, so machine noise hits every contender alike; within a round each
-    # contender runs once untimed first, so it is timed in the steady state of a
-    # training loop (its buffers recycled), not after another contender's buffers.
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.repeats):
-        for name, call in calls.items():
-            call()
-            times[name].append(_timed(call))
-    medians = {name: statistics.median(t) for name, t in times.items()}
-
-    baselines = {name: base for name, (_, _, base) in rows.items()}
-    baselines["torch BCEWithLogitsLoss (forward + backward)"] = (
-        "bcejax sigmoid_binary_cross_entropy"
-    )
-    table = []
-    for name, median in medians.items():
-        base = baselines.get(name)
-        ratio = None if base is None else median / medians[base]
-        table.append(
-            {"name": name, "median_ms": median * 1e3, "baseline": base, "time_ratio": ratio}
-        )
-
+    medians = harness.round_robin(calls, args.repeats)
     print(f"value_and_grad(mean loss), {n:,} float32 elements on {jax.devices()[0].platform}")
-    print(f"{'contender':<66} {'median ms':>10}  time / baseline's time")
-    for row in table:
-        ratio = "" if row["time_ratio"] is None else f"{row['time_ratio']:.2f} x {row['baseline']}"
-        print(f"{row['name']:<66} {row['median_ms']:>10.1f}  {ratio}")
-
-    record = {
+    results = harness.table(medians, baselines)
+    fields = {
         "benchmark": "binary value_and_grad of the mean loss",
         "elements": n,
         "shape": [n // args.num_classes, args.num_classes],
         "dtype": "float32",
         "repeats": args.repeats,
-        "date": datetime.date.today().isoformat(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": _cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "device": str(jax.devices()[0]),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "optax": optax.__version__,
-            "bcejax": bcejax.__version__,
-            "torch": torch_version,
-        },
-        "results": table,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    device = jax.devices()[0].platform
-    path = args.out / f"binary_{device}_{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"recorded in {path}")
+    harness.record("binary", args.out, fields, results, torch=torch_version)
 
 
 if __name__ == "__main__":
