@@ -22,7 +22,7 @@ from bcejax import _numerics, binary, checks
 
 
 def _class_axes(axis, ndim: int) -> tuple[int, ...]:
-    """The class axes as a sorted tuple of non-negative ints."""
+    """The class axes as a tuple of non-negative ints, in the given order (flat labels)."""
     axes = (axis,) if isinstance(axis, int) else axis
     if not isinstance(axes, tuple) or not axes:
         raise TypeError(f"axis must be an int or a non-empty tuple of ints, got {axis!r}")
@@ -34,7 +34,7 @@ def _class_axes(axis, ndim: int) -> tuple[int, ...]:
         out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"axis {axis!r} names an axis twice")
-    return tuple(sorted(out))
+    return tuple(out)
 
 
 def _classes_last(x, axes):

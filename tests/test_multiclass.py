@@ -1,0 +1,1350 @@
+"""The softmax cross-entropy family, hinge and CategoricalCrossEntropy, checked against the math.
+
+* Float64 NumPy references written from the formulas (never by calling bcejax), over random
+  inputs: label smoothing, class weights, ignore_index, optax's ``where`` (batch-shaped and
+  logits-shaped masks) and class axes given as ints and tuples.
+* Parity with optax on the cases of optax's own tests (their arrays and expected numbers) and
+  on random inputs.
+* PyTorch ``CrossEntropyLoss`` semantics as numbers derived by hand.
+* Gradients: the closed form, central differences in every differentiable argument,
+  forward mode against reverse mode, finite Hessians.
+* Extreme and infinite logits, bad inputs and their messages, and the callable.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import bcejax
+from bcejax.losses import CategoricalCrossEntropy
+
+CE = bcejax.softmax_cross_entropy
+CE_INT = bcejax.softmax_cross_entropy_with_integer_labels
+FOCAL = bcejax.softmax_focal_loss
+POLY = bcejax.poly_loss_cross_entropy
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+# Absolute slack for float32: rounding of log-sum-exp (~1e-7 of the terms), far below the values.
+ATOL = {np.float32: 2e-6, np.float64: 1e-13}
+LN2, LN3, LN5 = math.log(2), math.log(3), math.log(5)
+
+# ---------------------------------------------------------------------------
+# Float64 NumPy references, from the formulas. Classes on the last axis.
+# ---------------------------------------------------------------------------
+
+
+def _f64(value):
+    return None if value is None else np.asarray(value, np.float64)
+
+
+def np_log_softmax(x, mask=None):
+    """``x - log(sum(exp(x)))`` over the last axis; masked classes are left out (-inf)."""
+    x = _f64(x)
+    if mask is not None:
+        x = np.where(mask, x, -np.inf)
+    m = np.max(x, -1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)  # a fully masked row: its values are never used
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x - m
+        return shifted - np.log(np.sum(np.exp(shifted), -1, keepdims=True))
+
+
+def _weighted_sum(coef, values):
+    """``sum_c coef_c values_c``, where a zero coefficient adds 0 (not 0 * inf)."""
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.where(coef != 0, coef * values, 0.0), -1)
+
+
+def _smoothed(y, smoothing, mask):
+    """``y (1 - a) + a / K`` with ``K`` the number of unmasked classes; 0 on masked classes."""
+    num_classes = y.shape[-1] if mask is None else np.maximum(mask.sum(-1, keepdims=True), 1)
+    y = y * (1 - smoothing) + smoothing / num_classes
+    return y if mask is None else np.where(mask, y, 0.0)
+
+
+def _batch_masked(loss, batch_mask):
+    return loss if batch_mask is None else np.where(batch_mask, loss, 0.0)
+
+
+def ref_ce(x, y, *, smoothing=0.0, class_weights=None, mask=None, batch_mask=None):
+    """``-sum_c w_c y_c log softmax(x)_c``, ``y`` smoothed over the unmasked classes."""
+    coef = _smoothed(_f64(y), float(smoothing), mask)
+    if class_weights is not None:
+        coef = coef * _f64(class_weights)
+    return _batch_masked(_weighted_sum(coef, -np_log_softmax(x, mask)), batch_mask)
+
+
+def ref_ce_int(
+    x, t, *, smoothing=0.0, class_weights=None, mask=None, batch_mask=None, ignore_index=None
+):
+    """PyTorch CrossEntropyLoss(reduction="none"): the one-hot version; ignored rows give 0."""
+    t = np.asarray(t)
+    one_hot = (t[..., None] == np.arange(np.shape(x)[-1])).astype(np.float64)
+    loss = ref_ce(
+        x,
+        one_hot,
+        smoothing=smoothing,
+        class_weights=class_weights,
+        mask=mask,
+        batch_mask=batch_mask,
+    )
+    return loss if ignore_index is None else np.where(t == ignore_index, 0.0, loss)
+
+
+def ref_focal(x, t, *, gamma, alpha=None, mask=None, batch_mask=None):
+    """``-alpha_t (1 - p_t)^gamma log p_t``, ``1 - p_t`` summed over the other classes."""
+    t = np.asarray(t)
+    log_p = np_log_softmax(x, mask)
+    target = t[..., None] == np.arange(np.shape(x)[-1])
+    unmasked = np.ones(target.shape, bool) if mask is None else np.asarray(mask, bool)
+    target &= unmasked  # a masked target class adds 0
+    with np.errstate(invalid="ignore"):
+        others = np.sum(np.where(~target & unmasked, np.exp(log_p), 0.0), -1)  # 1 - p_t
+        log_pt = np.sum(np.where(target, log_p, 0.0), -1)
+    if alpha is None:
+        alpha_t = 1.0
+    elif np.ndim(alpha) == 0:
+        alpha_t = float(alpha)
+    else:
+        alpha_t = _f64(alpha).reshape(-1)[np.clip(t, 0, np.size(alpha) - 1)]
+    loss = np.where(target.any(-1), alpha_t * others ** float(gamma) * -log_pt, 0.0)
+    return _batch_masked(loss, batch_mask)
+
+
+def ref_poly(x, y, *, epsilon, mask=None, batch_mask=None):
+    """``CE + epsilon sum_c y_c (1 - p_c)``."""
+    y = _f64(y) if mask is None else np.where(mask, _f64(y), 0.0)
+    log_p = np_log_softmax(x, mask)
+    poly = _weighted_sum(y, -np.expm1(log_p))
+    ce = ref_ce(x, y, mask=mask)
+    return _batch_masked(ce + float(epsilon) * poly, batch_mask)
+
+
+def ref_hinge(scores, targets):
+    return np.maximum(0.0, 1.0 - _f64(targets) * _f64(scores))
+
+
+def sum_grad(fn):
+    """The gradient of ``sum(fn(x))`` in ``x``."""
+    return jax.grad(lambda x: jnp.sum(fn(x)))
+
+
+def assert_close(got, want, dtype, *, rtol=None, atol=None):
+    got = np.asarray(got)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(
+        got.astype(np.float64),
+        want,
+        rtol=RTOL[dtype] if rtol is None else rtol,
+        atol=ATOL[dtype] if atol is None else atol,
+    )
+
+
+def test_references_on_numbers_known_in_closed_form():
+    # softmax([0, ln 2, ln 5]) = [1/8, 2/8, 5/8]
+    x = np.array([0.0, LN2, LN5])
+    np.testing.assert_allclose(np_log_softmax(x), np.log([1 / 8, 2 / 8, 5 / 8]), rtol=1e-15)
+    # label 2: -log(5/8) = ln 1.6; focal gamma 2: (3/8)^2 ln 1.6; poly eps 2: ln 1.6 + 2 (3/8)
+    assert ref_ce_int(x, 2) == pytest.approx(math.log(1.6), rel=1e-15)
+    assert ref_focal(x, 2, gamma=2.0) == pytest.approx((3 / 8) ** 2 * math.log(1.6), rel=1e-14)
+    assert ref_poly(x, [0.0, 0.0, 1.0], epsilon=2.0) == pytest.approx(
+        math.log(1.6) + 0.75, rel=1e-14
+    )
+    # masking class 0 leaves softmax([ln 2, ln 5]) = [2/7, 5/7]
+    mask = np.array([False, True, True])
+    assert ref_ce_int(x, 2, mask=mask) == pytest.approx(math.log(7 / 5), rel=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# Random problems in several layouts: classes along an int axis or a tuple of axes.
+# Everything is drawn with the classes last and flat (what the references take), then
+# laid out with the classes along ``axis`` (what bcejax takes).
+# ---------------------------------------------------------------------------
+
+LAYOUTS = {
+    "2d": ((6, 5), -1),
+    "3d_axis0": ((4, 3, 5), 0),
+    "3d_axis1": ((3, 4, 5), 1),
+    "3d_axis2": ((3, 5, 4), 2),
+    "4d_axes13": ((2, 3, 4, 5), (1, 3)),
+}
+
+
+def _axes(axis, ndim):
+    axes = (axis,) if isinstance(axis, int) else axis
+    return tuple(sorted(a % ndim for a in axes))
+
+
+# float64 in every layout; float32 in the 2-D one and with a tuple of class axes
+LAYOUT_DTYPES = [
+    pytest.param(layout, dtype, id=f"{layout}-{dtype.__name__}")
+    for layout in LAYOUTS
+    for dtype in DTYPES
+    if dtype == np.float64 or layout in ("2d", "4d_axes13")
+]
+
+
+def to_layout(flat, batch_shape, class_shape, axes):
+    """``(*batch, K)`` with the classes last -> the logits' layout, classes along ``axes``.
+
+    The flat class index is row-major over the class axes in increasing order."""
+    full = np.asarray(flat).reshape(*batch_shape, *class_shape)
+    nb = len(batch_shape)
+    return np.moveaxis(full, list(range(nb, nb + len(axes))), list(axes))
+
+
+def random_problem(layout, dtype, seed=0, *, class_mask=False):
+    """Logits, soft and integer labels, class weights and masks, flat and laid out."""
+    shape, axis = LAYOUTS[layout]
+    axes = _axes(axis, len(shape))
+    batch_shape = tuple(n for a, n in enumerate(shape) if a not in axes)
+    class_shape = tuple(shape[a] for a in axes)
+    num_classes = int(np.prod(class_shape))
+    rng = np.random.default_rng(seed)
+    flat_shape = (*batch_shape, num_classes)
+    x = rng.normal(0.0, 2.5, flat_shape).astype(dtype)
+    mask = None
+    if class_mask:
+        mask = rng.uniform(size=flat_shape) < 0.6
+        rows = mask.reshape(-1, num_classes)
+        rows[0] = False  # a fully masked example
+        rows[1] = True  # an example with every class
+    # Soft labels: Dirichlet rows, every third one-hot, each a distribution over its
+    # unmasked classes (what bcejax checks).
+    y = rng.dirichlet(np.full(num_classes, 0.5), batch_shape)
+    hard = (np.arange(int(np.prod(batch_shape))) % 3 == 0).reshape(batch_shape)
+    y = np.where(hard[..., None], np.eye(num_classes)[np.argmax(y, -1)], y)
+    if mask is not None:
+        y = np.where(mask, y + 0.05, 0.0)
+        sums = y.sum(-1, keepdims=True)
+        y = np.where(sums > 0, y / np.where(sums > 0, sums, 1), 1.0 / num_classes)
+    t = rng.integers(0, num_classes, batch_shape).astype(np.int32)
+    weights = rng.uniform(0.2, 3.0, class_shape).astype(dtype)
+    batch_mask = rng.uniform(size=batch_shape) < 0.6
+    batch_mask.reshape(-1)[:2] = (False, True)
+
+    def lay(a):
+        return to_layout(a, batch_shape, class_shape, axes)
+
+    return dict(
+        axis=axis,
+        x=x,
+        y=y.astype(dtype),
+        t=t,
+        mask=mask,
+        class_weights=weights,
+        batch_mask=batch_mask,
+        logits=lay(x),
+        labels=lay(y.astype(dtype)),
+        where_classes=None if mask is None else lay(mask),
+        batch_shape=batch_shape,
+    )
+
+
+def _where(p, kind):
+    return {None: None, "batch": p["batch_mask"], "classes": p["where_classes"]}[kind]
+
+
+def _ref_masks(p, kind):
+    return dict(
+        mask=p["mask"] if kind == "classes" else None,
+        batch_mask=p["batch_mask"] if kind == "batch" else None,
+    )
+
+
+# (name, label_smoothing, class_weights?, where)
+CE_CONFIGS = [
+    ("plain", 0.0, False, None),
+    ("smoothing", 0.1, False, None),
+    ("class_weights", 0.0, True, None),
+    ("smoothing_weights", 0.2, True, None),
+    ("where_batch", 0.1, True, "batch"),
+    ("where_classes", 0.15, True, "classes"),
+]
+
+
+@pytest.mark.parametrize("layout, dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize(
+    "name, smoothing, weighted, where", CE_CONFIGS, ids=[c[0] for c in CE_CONFIGS]
+)
+def test_softmax_cross_entropy_matches_reference(name, smoothing, weighted, where, layout, dtype):
+    p = random_problem(layout, dtype, seed=1, class_mask=where == "classes")
+    weights = p["class_weights"] if weighted else None
+    got = CE(
+        p["logits"],
+        p["labels"],
+        p["axis"],
+        _where(p, where),
+        label_smoothing=smoothing,
+        class_weights=weights,
+    )
+    want = ref_ce(
+        p["x"],
+        p["y"],
+        smoothing=smoothing,
+        class_weights=None if weights is None else weights.reshape(-1),
+        **_ref_masks(p, where),
+    )
+    assert got.shape == p["batch_shape"]
+    assert_close(got, want, dtype)
+    if where == "classes":
+        assert got.reshape(-1)[0] == 0  # the fully masked example
+
+
+# (name, label_smoothing, class_weights?, where, ignore_index)
+CE_INT_CONFIGS = [
+    *[(*c, None) for c in CE_CONFIGS],
+    ("ignore_-100", 0.0, False, None, -100),
+    ("ignore_-100_smoothing_weights", 0.1, True, None, -100),
+    ("ignore_class_1", 0.1, True, None, 1),
+    ("ignore_where_classes", 0.1, True, "classes", -100),
+]
+
+
+@pytest.mark.parametrize("layout, dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize(
+    "name, smoothing, weighted, where, ignore_index",
+    CE_INT_CONFIGS,
+    ids=[c[0] for c in CE_INT_CONFIGS],
+)
+def test_integer_labels_match_reference(
+    name, smoothing, weighted, where, ignore_index, layout, dtype
+):
+    p = random_problem(layout, dtype, seed=2, class_mask=where == "classes")
+    t = p["t"].copy()
+    if ignore_index is not None and ignore_index < 0:
+        t.reshape(-1)[::3] = ignore_index
+    weights = p["class_weights"] if weighted else None
+    got = CE_INT(
+        p["logits"],
+        t,
+        p["axis"],
+        _where(p, where),
+        label_smoothing=smoothing,
+        class_weights=weights,
+        ignore_index=ignore_index,
+    )
+    want = ref_ce_int(
+        p["x"],
+        t,
+        smoothing=smoothing,
+        ignore_index=ignore_index,
+        class_weights=None if weights is None else weights.reshape(-1),
+        **_ref_masks(p, where),
+    )
+    assert got.shape == p["batch_shape"]
+    assert_close(got, want, dtype)
+    if ignore_index is not None:
+        assert np.all(np.asarray(got)[t == ignore_index] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_integer_labels_equal_their_one_hot(dtype):
+    """Same smoothing, weights and class mask: the integer version is the one-hot version."""
+    p = random_problem("4d_axes13", dtype, seed=3, class_mask=True)
+    one_hot = to_layout(
+        np.eye(p["x"].shape[-1], dtype=dtype)[p["t"]],
+        p["batch_shape"],
+        p["class_weights"].shape,
+        _axes(p["axis"], 4),
+    )
+    config = dict(label_smoothing=0.1, class_weights=p["class_weights"])
+    got = CE_INT(p["logits"], p["t"], p["axis"], p["where_classes"], **config)
+    # The one-hot labels of an example whose target class is masked do not sum to 1 over
+    # its unmasked classes: jit skips bcejax's value checks.
+    want = jax.jit(CE, static_argnums=2)(
+        p["logits"], one_hot, p["axis"], p["where_classes"], **config
+    )
+    assert_close(got, np.asarray(want, np.float64), dtype)
+
+
+FOCAL_ALPHAS = {"none": None, "scalar": 0.25, "vector": "V"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", list(FOCAL_ALPHAS))
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.5])
+def test_focal_matches_reference(gamma, alpha, dtype):
+    p = random_problem("2d", dtype, seed=4)
+    alpha = FOCAL_ALPHAS[alpha]
+    alpha = p["class_weights"] / 3 if alpha == "V" else alpha
+    got = FOCAL(p["logits"], p["t"], gamma=gamma, alpha=alpha)
+    assert_close(got, ref_focal(p["x"], p["t"], gamma=gamma, alpha=alpha), dtype)
+
+
+@pytest.mark.parametrize("layout, dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("where", [None, "batch", "classes"])
+def test_focal_matches_reference_with_axes_and_where(where, layout, dtype):
+    p = random_problem(layout, dtype, seed=5, class_mask=where == "classes")
+    alpha = p["class_weights"] / 3  # per class, in the layout of the class axes
+    got = FOCAL(p["logits"], p["t"], gamma=1.5, alpha=alpha, axis=p["axis"], where=_where(p, where))
+    want = ref_focal(p["x"], p["t"], gamma=1.5, alpha=alpha.reshape(-1), **_ref_masks(p, where))
+    assert got.shape == p["batch_shape"]
+    assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_focal_gamma_zero_is_cross_entropy(dtype):
+    p = random_problem("3d_axis1", dtype, seed=6, class_mask=True)
+    focal = FOCAL(p["logits"], p["t"], gamma=0.0, axis=1, where=p["where_classes"])
+    ce = CE_INT(p["logits"], p["t"], 1, p["where_classes"])
+    assert_close(focal, np.asarray(ce, np.float64), dtype, rtol=4 * RTOL[dtype])
+    # alpha scales it: per class, alpha_t times the cross-entropy
+    alpha = p["class_weights"]
+    focal = FOCAL(p["logits"], p["t"], gamma=0.0, alpha=alpha, axis=1)
+    ce = CE_INT(p["logits"], p["t"], 1) * alpha[p["t"]]
+    assert_close(focal, np.asarray(ce, np.float64), dtype, rtol=4 * RTOL[dtype])
+
+
+@pytest.mark.parametrize("layout, dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("epsilon", [2.0, -1.0, 0.5, 0.0])
+def test_poly_matches_reference(epsilon, layout, dtype):
+    p = random_problem(layout, dtype, seed=7)
+    got = POLY(p["logits"], p["labels"], epsilon=epsilon, axis=p["axis"])
+    assert got.shape == p["batch_shape"]
+    assert_close(got, ref_poly(p["x"], p["y"], epsilon=epsilon), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["batch", "classes"])
+def test_poly_matches_reference_with_where(where, dtype):
+    p = random_problem("3d_axis2", dtype, seed=8, class_mask=where == "classes")
+    got = POLY(p["logits"], p["labels"], epsilon=1.5, axis=2, where=_where(p, where))
+    assert_close(got, ref_poly(p["x"], p["y"], epsilon=1.5, **_ref_masks(p, where)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hinge_matches_reference(dtype):
+    rng = np.random.default_rng(9)
+    scores = rng.normal(0, 2, (6, 5)).astype(dtype)
+    scores[0, :3] = [1.0, -1.0, 0.0]  # on the kink for target 1, -1; and at 0
+    targets = np.where(rng.uniform(size=(6, 5)) < 0.5, -1, 1).astype(dtype)
+    targets[0, :3] = [1, -1, 1]
+    got = bcejax.hinge_loss(scores, targets)
+    assert_close(got, ref_hinge(scores, targets), dtype)
+    # integer targets, broadcast over the rows
+    got = bcejax.hinge_loss(scores, targets[0].astype(np.int32))
+    assert_close(got, ref_hinge(scores, targets[0]), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_traced_config_under_jit(dtype):
+    """Numeric config traced by jit gives the eager values."""
+    p = random_problem("2d", dtype, seed=10)
+    config = dict(
+        smoothing=dtype(0.1), weights=p["class_weights"], gamma=dtype(2.5), eps=dtype(-0.5)
+    )
+
+    @jax.jit
+    def f(x, y, t, c):
+        assert all(isinstance(v, jax.core.Tracer) for v in c.values())
+        return (
+            CE(x, y, label_smoothing=c["smoothing"], class_weights=c["weights"]),
+            CE_INT(x, t, label_smoothing=c["smoothing"], class_weights=c["weights"]),
+            FOCAL(x, t, gamma=c["gamma"], alpha=c["weights"]),
+            POLY(x, y, epsilon=c["eps"]),
+        )
+
+    ce, ce_int, focal, poly = f(p["logits"], p["labels"], p["t"], config)
+    w = p["class_weights"]
+    assert_close(ce, ref_ce(p["x"], p["y"], smoothing=0.1, class_weights=w), dtype)
+    assert_close(ce_int, ref_ce_int(p["x"], p["t"], smoothing=0.1, class_weights=w), dtype)
+    assert_close(focal, ref_focal(p["x"], p["t"], gamma=2.5, alpha=w), dtype)
+    assert_close(poly, ref_poly(p["x"], p["y"], epsilon=-0.5), dtype)
+
+
+# ---------------------------------------------------------------------------
+# 2. Parity with optax: the cases of optax's own tests, and random inputs.
+# ---------------------------------------------------------------------------
+
+# optax's SoftmaxCrossEntropyTest / SoftmaxCrossEntropyWithIntegerLabelsTest
+OPTAX_YS = np.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]], np.float32)
+OPTAX_TS = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+OPTAX_TS_INT = np.array([1, 0], np.int32)
+OPTAX_EXP = np.array([9.00013, 3.0696733], np.float32)
+OPTAX_MASK = np.array([True, False])
+OPTAX_PER_LOGIT_MASK = np.array([[1, 0, 0], [0, 0, 0]], bool)
+
+
+def test_optax_fixed_cases():
+    for fn in (CE, jax.jit(CE)):
+        np.testing.assert_allclose(fn(OPTAX_YS, OPTAX_TS), OPTAX_EXP, atol=1e-4)
+        np.testing.assert_allclose(fn(OPTAX_YS[0], OPTAX_TS[0]), OPTAX_EXP[0], atol=1e-4)
+    np.testing.assert_allclose(CE_INT(OPTAX_YS, OPTAX_TS_INT), OPTAX_EXP, atol=1e-4)
+    np.testing.assert_allclose(CE_INT(OPTAX_YS[0], OPTAX_TS_INT[0]), OPTAX_EXP[0], atol=1e-4)
+    # By hand: row 0 is -log softmax(10, 1, -2)_1 = 9 + log(1 + e^-9 + e^-12).
+    assert float(CE_INT(OPTAX_YS.astype(np.float64), OPTAX_TS_INT)[0]) == pytest.approx(
+        9 + math.log1p(math.exp(-9) + math.exp(-12)), rel=1e-14
+    )
+    for got in (CE(OPTAX_YS, OPTAX_TS), CE_INT(OPTAX_YS, OPTAX_TS_INT)):
+        want = optax.softmax_cross_entropy(OPTAX_YS, OPTAX_TS)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert got.dtype == want.dtype == np.float32
+    # optax's docstring: [[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], labels [0, 1] -> [0.2761 2.9518]
+    logits = np.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], np.float32)
+    np.testing.assert_allclose(CE_INT(logits, np.array([0, 1])), [0.2761, 2.9518], atol=1e-4)
+
+
+def test_optax_batch_mask():
+    for got in (
+        CE(OPTAX_YS, OPTAX_TS, where=OPTAX_MASK),
+        CE_INT(OPTAX_YS, OPTAX_TS_INT, where=OPTAX_MASK),
+        POLY(OPTAX_YS, OPTAX_TS, epsilon=0.0, where=OPTAX_MASK),
+    ):
+        np.testing.assert_allclose(got, OPTAX_EXP * OPTAX_MASK, atol=1e-4)
+        np.testing.assert_allclose(
+            got, optax.softmax_cross_entropy(OPTAX_YS, OPTAX_TS, where=OPTAX_MASK), rtol=1e-6
+        )
+    # the gradients are finite, and 0 on the masked example, as optax's
+    for fn, labels in ((CE, OPTAX_TS), (CE_INT, OPTAX_TS_INT)):
+        grad = sum_grad(functools.partial(fn, labels=labels, where=OPTAX_MASK))(OPTAX_YS)
+        want = jax.grad(
+            lambda x: jnp.sum(optax.softmax_cross_entropy(x, OPTAX_TS, where=OPTAX_MASK))
+        )(OPTAX_YS)
+        np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
+        assert np.all(np.asarray(grad)[1] == 0)
+
+
+def test_optax_per_logit_mask():
+    where = OPTAX_PER_LOGIT_MASK
+    # Row 1 is fully masked: 0 (optax's test). Row 0 keeps class 0 only and its label is
+    # class 1: it adds 0 in bcejax (a masked target); optax gives logsumexp([10]) - 1 = 9.
+    got = CE_INT(OPTAX_YS, OPTAX_TS_INT, where=where)
+    np.testing.assert_array_equal(got, [0.0, 0.0])
+    optax_int = optax.softmax_cross_entropy_with_integer_labels(OPTAX_YS, OPTAX_TS_INT, where=where)
+    np.testing.assert_allclose(optax_int, [9.0, 0.0])
+    # One-hot: row 0's labels sum to 0 over its unmasked class, which bcejax rejects eagerly;
+    # without the value checks (jit) both libraries give 0 for both rows.
+    with pytest.raises(bcejax.InvalidInputError, match="sum to 1"):
+        CE(OPTAX_YS, OPTAX_TS, where=where)
+    got = jax.jit(CE)(OPTAX_YS, OPTAX_TS, where=where)
+    np.testing.assert_array_equal(got, optax.softmax_cross_entropy(OPTAX_YS, OPTAX_TS, where=where))
+    np.testing.assert_array_equal(got, [0.0, 0.0])
+    for fn, labels in ((jax.jit(CE), OPTAX_TS), (CE_INT, OPTAX_TS_INT)):
+        grad = sum_grad(functools.partial(fn, labels=labels, where=where))(OPTAX_YS)
+        np.testing.assert_array_equal(grad, np.zeros_like(OPTAX_YS))
+
+
+@pytest.mark.parametrize("size", [5, 10])
+def test_optax_mask_drops_classes(size):
+    """optax's test_mask: where=mask equals the loss on preds[mask], labels renormalized."""
+    rng = np.random.default_rng(size)
+    preds = rng.normal(size=size)
+    mask = rng.integers(2, size=size).astype(bool)
+    mask[:2] = (True, False)
+    targets = np.where(mask, rng.dirichlet(np.ones(size)), 0.0)
+    targets /= targets.sum()  # a distribution over the unmasked classes
+
+    @jax.jit
+    def losses(preds, targets, where):
+        return (
+            CE(preds, targets, where=where),
+            POLY(preds, targets, where=where),
+            optax.softmax_cross_entropy(preds, targets, where=where),
+            optax.losses.poly_loss_cross_entropy(preds, targets, where=where),
+        )
+
+    ce, poly, optax_ce, optax_poly = losses(preds, targets, mask)
+    ce_kept, poly_kept, _, _ = losses(preds[mask], targets[mask], None)
+    np.testing.assert_allclose([ce, poly], [ce_kept, poly_kept], rtol=1e-12)
+    np.testing.assert_allclose([ce, poly], [optax_ce, optax_poly], rtol=1e-12)
+
+
+OPTAX_AXES = [(1, 3), (3, 2), (2, 3), (-3, -1), (-1, -2), (-2, -1), (0, 1, 3), (-4, -3, -1)]
+
+
+@pytest.mark.parametrize("axis", OPTAX_AXES, ids=str)
+def test_optax_tuple_axes(axis):
+    """optax's test_axes: the label is a flat index over ``logits[axis]``, in the given order."""
+    shape = (2, 3, 4, 5)
+    ndim = len(shape)
+    logits_axis = tuple(a % ndim for a in axis)
+    labels_axis = tuple(a for a in range(ndim) if a not in logits_axis)
+    logits_shape = tuple(shape[a] for a in logits_axis)
+    labels_shape = tuple(shape[a] for a in labels_axis)
+    num_classes = int(np.prod(logits_shape))
+    rng = np.random.default_rng(42)
+    flat = rng.uniform(size=(*labels_shape, num_classes)).astype(np.float32)
+    labels = rng.integers(0, num_classes - 1, labels_shape).astype(np.int32)
+    perm = labels_axis + logits_axis
+    logits = flat.reshape(labels_shape + logits_shape).transpose(np.argsort(perm))
+    assert logits.shape == shape
+
+    @jax.jit
+    def losses(logits, flat, labels):
+        return (
+            CE_INT(flat, labels),
+            optax.softmax_cross_entropy_with_integer_labels(logits, labels, axis),
+            CE_INT(logits, labels, axis),
+        )
+
+    desired, optax_value, got = losses(logits, flat, labels)
+    np.testing.assert_allclose(optax_value, desired, rtol=1e-6)
+    np.testing.assert_allclose(got, desired, rtol=1e-6)
+
+
+def test_optax_docstring_tuple_axis_example():
+    # logits arange(24).reshape(1, 2, 3, 4), labels ravel_multi_index(([1, 2], [1, 3]), (3, 4))
+    # = [1*4+1, 2*4+3] = [5, 11]; -log softmax(arange(12))_k = log(sum e^(j-k)):
+    # k = 11: log(sum_{i=0}^{11} e^-i) = 0.4587, k = 5: 6 + 0.4587 = 6.4587.
+    logits = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    labels = np.array([[5, 11]], np.int32)
+    got = CE_INT(logits, labels, axis=(2, 3))
+    np.testing.assert_allclose(got, [[6.4587, 0.4587]], atol=1e-4)
+    tail = math.log(sum(math.exp(-i) for i in range(12)))
+    np.testing.assert_allclose(got, [[6 + tail, tail]], rtol=1e-6)
+
+
+SAFE_YS = np.array(
+    [
+        [10.0, 1.0, -2.0],
+        [1.0, 4.0, 0.2],
+        [-np.inf, 0.0, 0.0],
+        [-np.inf, 0.0, 0.0],
+        [-np.inf, 0.0, -np.inf],
+    ],
+    np.float32,
+)
+SAFE_TS = np.array(
+    [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.4, 0.3, 0.3], [0.0, 1.0, 0.0]],
+    np.float32,
+)
+SAFE_EXP = np.array([9.00013, 3.0696733, 0.693147, np.inf, 0.0], np.float32)
+
+
+def test_optax_safe_softmax_cross_entropy_cases():
+    """optax's SafeSoftmaxCrossEntropyTest: 0 log 0 = 0 at -inf logits, as bcejax always does."""
+    for got in (CE(SAFE_YS, SAFE_TS), jax.jit(CE)(SAFE_YS, SAFE_TS)):
+        np.testing.assert_allclose(got, SAFE_EXP, atol=1e-4)
+        np.testing.assert_allclose(got, optax.safe_softmax_cross_entropy(SAFE_YS, SAFE_TS), 1e-6)
+    grad = jax.grad(lambda x: jnp.sum(CE(x, SAFE_TS[:2])))(SAFE_YS[:2])
+    want = jax.grad(lambda x: jnp.sum(optax.safe_softmax_cross_entropy(x, SAFE_TS[:2])))(
+        SAFE_YS[:2]
+    )
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
+
+
+# optax's PolyLossTest, "computed using tf version of poly1_cross_entropy"
+POLY_LOGITS = np.array([0.14, 1.456, 2.356, -0.124, -2.47])
+POLY_LABELS = np.array([0.1, 0.15, 0.2, 0.25, 0.3])
+POLY_SCALAR = {2: 4.5317, 1: 3.7153, -1: 2.0827, 0: 2.8990, -0.5: 2.4908, 1.15: 3.8378}
+POLY_SCALAR.update({1.214: 3.8900, 5.45: 7.3480})
+POLY_BATCHED_LOGITS = np.array([[4.0, 2.0, 1.0], [0.0, 5.0, 1.0]])
+POLY_BATCHED_LABELS = np.array([[1.0, 0.0, 0.0], [0.0, 0.8, 0.2]])
+POLY_BATCHED = {
+    2: [0.4823, 1.2567],
+    1: [0.3261, 1.0407],
+    0: [0.1698, 0.8247],
+    -0.5: [0.0917, 0.7168],
+    1.15: [0.3495, 1.0731],
+    1.214: [0.3595, 1.0870],
+    5.45: [1.0211, 2.0018],
+}
+
+
+@pytest.mark.parametrize("eps", list(POLY_SCALAR))
+def test_optax_poly_scalar(eps):
+    got = jax.jit(POLY)(POLY_LOGITS, POLY_LABELS, epsilon=eps)
+    np.testing.assert_allclose(got, POLY_SCALAR[eps], atol=1e-4)
+    np.testing.assert_allclose(POLY(POLY_LOGITS, POLY_LABELS, epsilon=eps), got, rtol=1e-12)
+    want = optax.losses.poly_loss_cross_entropy(POLY_LOGITS, POLY_LABELS, epsilon=eps)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", list(POLY_BATCHED))
+def test_optax_poly_batched(eps):
+    got = jax.jit(POLY)(POLY_BATCHED_LOGITS, POLY_BATCHED_LABELS, epsilon=eps)
+    np.testing.assert_allclose(got, POLY_BATCHED[eps], atol=1e-4)
+    # By hand, row 0: p_0 = e^4 / (e^4 + e^2 + e), CE = -log p_0, poly term eps (1 - p_0).
+    p0 = math.exp(4) / (math.exp(4) + math.exp(2) + math.exp(1))
+    assert float(got[0]) == pytest.approx(-math.log(p0) + eps * (1 - p0), rel=1e-12)
+
+
+POLY_EPS0_CASES = [
+    (
+        [[4.0, 2.0, 1.0], [0.0, 5.0, 1.0], [0.134, 1.234, 3.235]],
+        [[1.0, 0.0, 0.0], [0.0, 0.8, 0.2], [0.34, 0.33, 0.33]],
+    ),
+    ([[4.0, 2.0, 1.0], [0.0, 5.0, 1.0]], [[1.0, 0.0, 0.0], [0.0, 0.8, 0.2]]),
+    (
+        [[4.0, 2.0, 1.0, 0.134, 1.3515], [0.0, 5.0, 1.0, 0.5215, 5.616]],
+        [[0.5, 0.0, 0.0, 0.0, 0.5], [0.0, 0.12, 0.2, 0.56, 0.12]],
+    ),
+    ([1.89, 2.39], [0.34, 0.66]),
+    ([0.314], [1.0]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(POLY_EPS0_CASES)))
+def test_optax_poly_epsilon_zero_is_cross_entropy(case):
+    logits, labels = (np.asarray(a) for a in POLY_EPS0_CASES[case])
+    got = POLY(logits, labels, epsilon=0.0)
+    np.testing.assert_allclose(got, CE(logits, labels), rtol=1e-14)
+    np.testing.assert_allclose(got, optax.softmax_cross_entropy(logits, labels), rtol=1e-12)
+    # a traced epsilon of 0 (no static shortcut) gives the same
+    traced = jax.jit(lambda x, y, e: POLY(x, y, epsilon=e))(logits, labels, 0.0)
+    np.testing.assert_allclose(traced, got, rtol=1e-14)
+
+
+def test_optax_hinge_cases():
+    # optax's HingeTest: relu(1 - score * (2 label - 1))
+    assert float(bcejax.hinge_loss(jnp.array(10.0), jnp.array(1.0))) == 0.0
+    scores = jnp.array([10.0, 20.0])
+    signed = 2.0 * jnp.array([1, 0]) - 1.0
+    np.testing.assert_array_equal(bcejax.hinge_loss(scores, signed), [0.0, 21.0])
+    rng = np.random.default_rng(12)
+    for dtype in DTYPES:
+        s = rng.normal(0, 2, (7, 3)).astype(dtype)
+        t = np.where(rng.uniform(size=(7, 3)) < 0.5, -1.0, 1.0).astype(dtype)
+        got, want = bcejax.hinge_loss(s, t), optax.hinge_loss(s, t)
+        assert got.dtype == want.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        # the derivative, the kink included: optax's (jnp.maximum halves it there)
+        s[0] = t[0]
+        grad = sum_grad(functools.partial(bcejax.hinge_loss, targets=t))(s)
+        want = sum_grad(functools.partial(optax.hinge_loss, targets=t))(s)
+        np.testing.assert_array_equal(grad, want)
+        np.testing.assert_array_equal(np.asarray(grad)[0], -t[0] / 2)
+
+
+# ---------------------------------------------------------------------------
+# 3. PyTorch CrossEntropyLoss semantics, by hand.
+# ---------------------------------------------------------------------------
+
+# Row 0: softmax([0, ln 2, ln 5]) = [1/8, 2/8, 5/8], -log p = [ln 8, ln 4, ln 1.6]; label 2.
+# Row 1: softmax([0, 0, 0]) = 1/3 each, -log p = ln 3; label 0.
+# Row 2: ignored (label -100).
+TORCH_LOGITS = np.array([[0.0, LN2, LN5], [0.0, 0.0, 0.0], [3.0, 1.0, 2.0]])
+TORCH_LABELS = np.array([2, 0, -100], np.int32)
+TORCH_WEIGHTS = np.array([1.0, 2.0, 0.5])  # w, and label_smoothing a = 0.3: a / K = 0.1
+# l = w_t (1 - a)(-log p_t) + (a / K) sum_c w_c (-log p_c)
+# Row 0: 0.5 * 0.7 * ln 1.6 + 0.1 (ln 8 + 2 ln 4 + 0.5 ln 1.6)
+#      = 0.4 ln 1.6 + 0.7 ln 2 = 0.4 (3 ln 2 - ln 5) + 0.7 ln 2 = 1.9 ln 2 - 0.4 ln 5
+# Row 1: 1 * 0.7 * ln 3 + 0.1 (1 + 2 + 0.5) ln 3 = 1.05 ln 3
+TORCH_NONE = np.array([1.9 * LN2 - 0.4 * LN5, 1.05 * LN3, 0.0])  # [0.673204, 1.153543, 0]
+# mean: divided by the weights of the non-ignored targets, w_2 + w_0 = 0.5 + 1 = 1.5
+TORCH_MEAN = (1.9 * LN2 - 0.4 * LN5 + 1.05 * LN3) / 1.5  # 1.217832
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pytorch_semantics_by_hand(dtype):
+    np.testing.assert_allclose(TORCH_NONE, [0.6732044780902559, 1.1535429031015154, 0.0], 1e-15)
+    logits = TORCH_LOGITS.astype(dtype)
+    weights = TORCH_WEIGHTS.astype(dtype)
+    got = CE_INT(
+        logits, TORCH_LABELS, label_smoothing=0.3, class_weights=weights, ignore_index=-100
+    )
+    assert_close(got, TORCH_NONE, dtype, rtol=4 * RTOL[dtype])
+    config = dict(label_smoothing=0.3, class_weights=weights, ignore_index=-100)
+    mean = CategoricalCrossEntropy(**config)(logits, TORCH_LABELS)
+    assert_close(mean, TORCH_MEAN, dtype, rtol=4 * RTOL[dtype])
+    total = CategoricalCrossEntropy(**config, reduction="sum")(logits, TORCH_LABELS)
+    assert_close(total, TORCH_NONE.sum(), dtype, rtol=4 * RTOL[dtype])
+    none = CategoricalCrossEntropy(**config, reduction="none")(logits, TORCH_LABELS)
+    assert_close(none, TORCH_NONE, dtype, rtol=4 * RTOL[dtype])
+    # Probability targets: -sum_c w_c y_c log p_c, with y = [0, .5, .5] on row 0:
+    # 0.5 * 2 ln 4 + 0.5 * 0.5 ln 1.6 = 2 ln 2 + 0.25 ln 1.6
+    soft = CE(logits[:1], np.array([[0.0, 0.5, 0.5]], dtype), class_weights=weights)
+    assert_close(soft, [2 * LN2 + 0.25 * math.log(1.6)], dtype, rtol=4 * RTOL[dtype])
+
+
+def test_pytorch_smoothing_with_a_class_mask_uses_the_unmasked_classes():
+    # Row 0 with class 1 masked: softmax([0, ln 5]) = [1/6, 5/6]; K = 2, a = 0.3: a/K = 0.15;
+    # label 2: 0.85 * ln 1.2 + 0.15 * ln 6 (the masked class adds nothing).
+    where = np.array([[True, False, True]])
+    got = CE_INT(TORCH_LOGITS[:1], TORCH_LABELS[:1], where=where, label_smoothing=0.3)
+    assert float(got[0]) == pytest.approx(0.85 * math.log(1.2) + 0.15 * math.log(6), rel=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# 4. Gradients.
+# ---------------------------------------------------------------------------
+
+
+def _softmax(x, mask=None):
+    with np.errstate(invalid="ignore"):
+        p = np.exp(np_log_softmax(x, mask))
+    return np.nan_to_num(p) if mask is None else np.where(mask, np.nan_to_num(p), 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", [None, "batch", "classes"])
+def test_cross_entropy_gradient_closed_form(where, dtype):
+    """d/dx = sum(c) softmax(x) - c with c = w y (y smoothed over the unmasked classes)."""
+    p = random_problem("2d", dtype, seed=13, class_mask=where == "classes")
+    a, w, m = 0.2, p["class_weights"], _where(p, where)
+    masks = _ref_masks(p, where)
+    t = p["t"].copy()
+    t[::4] = -100
+
+    def closed_form(y, ignored=None):
+        c = _smoothed(_f64(y), a, masks["mask"]) * _f64(w)
+        if masks["batch_mask"] is not None:
+            c = c * masks["batch_mask"][:, None]
+        if ignored is not None:
+            c = np.where(ignored[:, None], 0.0, c)
+        return c.sum(-1, keepdims=True) * _softmax(p["x"], masks["mask"]) - c
+
+    config = dict(label_smoothing=a, class_weights=w)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(CE(x, p["labels"], -1, m, **config))))(p["logits"])
+    assert_close(grad, closed_form(p["y"]), dtype, atol=ATOL[dtype] * 10)
+    f = jax.grad(lambda x: jnp.sum(CE_INT(x, t, -1, m, **config, ignore_index=-100)))
+    one_hot = (t[:, None] == np.arange(5)).astype(np.float64)
+    assert_close(
+        jax.jit(f)(p["logits"]), closed_form(one_hot, t == -100), dtype, atol=ATOL[dtype] * 10
+    )
+
+
+def central_difference(f, value, h=1e-6):
+    """(f(v + h e_i) - f(v - h e_i)) / 2h for every element i, in one vectorized call."""
+    value = np.asarray(value, np.float64)
+    steps = h * np.eye(value.size).reshape(value.size, *value.shape)
+    values = jax.jit(jax.vmap(f))(np.concatenate([value + steps, value - steps]))
+    plus, minus = np.split(np.asarray(values, np.float64), 2)
+    return ((plus - minus) / (2 * h)).reshape(value.shape)
+
+
+_FD_RNG = np.random.default_rng(14)
+FD_ARGS = dict(
+    logits=np.linspace(-3.1, 2.9, 12).reshape(4, 3) + _FD_RNG.normal(0, 0.3, (4, 3)),
+    labels=_FD_RNG.dirichlet(np.ones(3), 4),
+    class_weights=_FD_RNG.uniform(0.5, 2.0, 3),
+    label_smoothing=np.float64(0.15),
+    alpha=np.float64(0.3),
+    alpha_vector=_FD_RNG.uniform(0.2, 0.9, 3),
+    gamma=np.float64(1.5),
+    epsilon=np.float64(1.7),
+)
+FD_T = np.array([0, 2, 1, 2], np.int32)
+FD_WHERE = np.array([[True, True, True], [True, False, True], [True] * 3, [False, True, True]])
+
+# name -> (loss of the argument dict, the arguments differentiated)
+FD_CASES = {
+    "ce": (
+        lambda a: CE(
+            a["logits"],
+            a["labels"],
+            label_smoothing=a["label_smoothing"],
+            class_weights=a["class_weights"],
+        ),
+        ["logits", "labels", "class_weights", "label_smoothing"],
+    ),
+    "ce_int": (
+        lambda a: CE_INT(
+            a["logits"],
+            FD_T,
+            -1,
+            FD_WHERE,
+            label_smoothing=a["label_smoothing"],
+            class_weights=a["class_weights"],
+        ),
+        ["logits", "class_weights", "label_smoothing"],
+    ),
+    "focal": (
+        lambda a: FOCAL(a["logits"], FD_T, gamma=a["gamma"], alpha=a["alpha"]),
+        ["logits", "alpha", "gamma"],
+    ),
+    "focal_vector_alpha_g0.5": (
+        lambda a: FOCAL(a["logits"], FD_T, gamma=0.5, alpha=a["alpha_vector"]),
+        ["logits", "alpha_vector"],
+    ),
+    "focal_g2": (
+        lambda a: FOCAL(a["logits"], FD_T, gamma=2.0, alpha=a["alpha_vector"]),
+        ["logits"],
+    ),
+    "poly": (
+        lambda a: POLY(a["logits"], a["labels"], epsilon=a["epsilon"]),
+        ["logits", "labels", "epsilon"],
+    ),
+}
+FD_PARAMS = [
+    pytest.param(name, arg, id=f"{name}-{arg}")
+    for name, (_, args) in FD_CASES.items()
+    for arg in args
+]
+
+
+@pytest.mark.parametrize("name, arg", FD_PARAMS)
+def test_gradient_matches_central_differences(name, arg):
+    loss, _ = FD_CASES[name]
+    cotangent = np.random.default_rng(15).uniform(0.5, 1.5, 4)
+
+    def f(value):
+        return jnp.sum(cotangent * loss({**FD_ARGS, arg: value}))
+
+    grad = jax.jit(jax.grad(f))(jnp.asarray(FD_ARGS[arg]))
+    assert grad.dtype == np.float64
+    np.testing.assert_allclose(grad, central_difference(f, FD_ARGS[arg]), rtol=1e-6, atol=1e-8)
+
+
+def test_focal_gamma_two_static_and_traced_agree():
+    """gamma = 2 as a Python number (an integer power) and traced give the same gradient."""
+    x, alpha = FD_ARGS["logits"], FD_ARGS["alpha_vector"]
+
+    @jax.jit
+    def both(x, g):
+        static = sum_grad(lambda x: FOCAL(x, FD_T, gamma=2.0, alpha=alpha))(x)
+        traced = sum_grad(lambda x: FOCAL(x, FD_T, gamma=g, alpha=alpha))(x)
+        return static, traced
+
+    static, traced = both(x, 2.0)
+    np.testing.assert_allclose(static, traced, rtol=1e-12, atol=1e-15)
+
+
+# the labels, a distribution over the classes FD_WHERE keeps
+FD_LABELS_MASKED = (
+    FD_ARGS["labels"] * FD_WHERE / np.sum(FD_ARGS["labels"] * FD_WHERE, -1, keepdims=True)
+)
+JAC_CASES = {
+    "ce": lambda x: CE(
+        x,
+        FD_LABELS_MASKED,
+        -1,
+        FD_WHERE,
+        label_smoothing=0.1,
+        class_weights=FD_ARGS["class_weights"],
+    ),
+    "ce_int_ignore": lambda x: CE_INT(
+        x,
+        np.array([0, -1, 1, 2], np.int32),
+        label_smoothing=0.1,
+        class_weights=FD_ARGS["class_weights"],
+        ignore_index=-1,
+    ),
+    "focal_g0.5": lambda x: FOCAL(x, FD_T, gamma=0.5, alpha=FD_ARGS["alpha_vector"]),
+    "focal_g2_where": lambda x: FOCAL(x, FD_T, gamma=2.0, where=FD_WHERE),
+    "poly": lambda x: POLY(x, FD_ARGS["labels"], epsilon=2.0),
+    "callable": lambda x: CategoricalCrossEntropy(label_smoothing=0.1)(x, FD_T),
+}
+# the finite extremes
+EXTREME_FINITE = np.array(
+    [[1e4, 0.0, -1e4], [-1e4, 0.0, 1e4], [0.0, -1e4, 1e4], [30.0, -30.0, 0.0]]
+)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jacobians_and_hessian(f, x):
+    return jax.jacfwd(f)(x), jax.jacrev(f)(x), jax.hessian(lambda x: jnp.sum(f(x)))(x)
+
+
+@pytest.mark.parametrize("name", list(JAC_CASES))
+def test_jacfwd_equals_jacrev_and_hessian_is_finite(name):
+    f = JAC_CASES[name]
+    for x in (FD_ARGS["logits"], EXTREME_FINITE):
+        forward, reverse, hessian = _jacobians_and_hessian(f, x)
+        assert np.all(np.isfinite(forward)), (x, forward)
+        np.testing.assert_allclose(forward, reverse, rtol=1e-12, atol=1e-15)
+        assert hessian.shape == (4, 3, 4, 3)
+        assert np.all(np.isfinite(hessian)), (x, hessian)
+
+
+def test_hessian_of_cross_entropy_closed_form():
+    """d^2/dx^2 of -log softmax(x)_t is diag(p) - p p^T for every row, whatever t."""
+    x = FD_ARGS["logits"]
+    hessian = jax.jit(jax.hessian(lambda x: jnp.sum(CE_INT(x, FD_T))))(x)
+    for i, p in enumerate(_softmax(x)):
+        np.testing.assert_allclose(
+            hessian[i, :, i], np.diag(p) - np.outer(p, p), rtol=1e-12, atol=1e-15
+        )
+
+
+# ---------------------------------------------------------------------------
+# 5. Extreme and infinite logits.
+# ---------------------------------------------------------------------------
+
+INF = np.inf
+# (logits row, expected value) for the target class 0; two more classes at -inf with
+# zero labels pad each row to the (6, 5) shape of the random problems: they add 0.
+INFINITE_ROWS = [
+    ([INF, 0.0, -INF], 0.0),  # the target at +inf takes all the probability
+    ([-INF, 0.0, 1.0], INF),  # the target at -inf gets none
+    ([0.0, INF, 1.0], INF),  # another class at +inf
+    ([INF, INF, 0.0], LN2),  # two classes at +inf share it: p_t = 1/2
+    ([1e4, 0.0, -1e4], 0.0),
+    ([-1e4, 0.0, 1e4], 2e4),  # -log p_t = 1e4 - (-1e4)
+]
+INF_X = np.array([r[0] + [-INF, -INF] for r in INFINITE_ROWS])
+INF_WANT = np.array([r[1] for r in INFINITE_ROWS])
+INF_T = np.zeros(len(INF_X), np.int32)
+INF_Y = np.eye(5)[INF_T]
+# softmax, the limit: 1 (or 1/2 each) at +inf, 0 at -inf
+_E = math.e
+INF_SOFTMAX = np.array(
+    [
+        [1, 0, 0, 0, 0],
+        [0, 1 / (1 + _E), _E / (1 + _E), 0, 0],
+        [0, 1, 0, 0, 0],
+        [0.5, 0.5, 0, 0, 0],
+        [1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0],
+    ]
+)
+
+
+def _infinite_cases(y, t):
+    return {
+        "ce": (lambda x: CE(x, y), INF_WANT),
+        "ce_int": (lambda x: CE_INT(x, t), INF_WANT),
+        "focal_g0": (lambda x: FOCAL(x, t, gamma=0.0), INF_WANT),
+        # gamma 2: (1 - p_t)^2 scales the finite values: (1/2)^2 ln 2 on the tie, 1 at 2e4
+        "focal_g2": (
+            lambda x: FOCAL(x, t, gamma=2.0),
+            np.where(INF_WANT == LN2, LN2 / 4, INF_WANT),
+        ),
+        # gamma 0.5 and alpha: 0.25 (1/2)^0.5 ln 2 on the tie
+        "focal_g0.5": (
+            lambda x: FOCAL(x, t, gamma=0.5, alpha=0.25),
+            0.25 * np.where(INF_WANT == LN2, LN2 * 0.5**0.5, INF_WANT),
+        ),
+        # poly: + eps (1 - p_t): 0 where p_t = 1, eps where p_t = 0, eps / 2 on the tie
+        "poly": (
+            lambda x: POLY(x, y, epsilon=2.0),
+            INF_WANT + 2.0 * (INF_WANT != 0) - (INF_WANT == LN2),
+        ),
+    }
+
+
+@jax.jit
+def _infinite_values_and_grads(x):
+    y, t = INF_Y.astype(x.dtype), INF_T
+    return {name: (fn(x), sum_grad(fn)(x)) for name, (fn, _) in _infinite_cases(y, t).items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_infinite_and_extreme_logits(dtype):
+    """Values: 0 for a target at +inf, +inf for one at -inf, never NaN; gradients finite."""
+    x = INF_X.astype(dtype)
+    cases = _infinite_cases(INF_Y.astype(dtype), INF_T)
+    jitted = _infinite_values_and_grads(x)
+    for name, (fn, want) in cases.items():
+        for got in (fn(x), jitted[name][0]):  # eager (value checks on) and jit
+            got = np.asarray(got)
+            assert got.dtype == dtype
+            assert not np.any(np.isnan(got)), (name, got)
+            np.testing.assert_allclose(got, want, rtol=RTOL[dtype], err_msg=name)
+        grad = np.asarray(jitted[name][1])
+        assert np.all(np.isfinite(grad)), (name, grad)
+        np.testing.assert_array_equal(grad[:, 3:], 0, err_msg=name)  # the padding classes
+    # cross-entropy: sum(c) softmax - c, with the limits of softmax
+    for name in ("ce", "ce_int"):
+        assert_close(jitted[name][1], INF_SOFTMAX - INF_Y, dtype, rtol=4 * RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_label_on_minus_inf_logit_adds_zero(dtype):
+    x = np.array([[-INF, 1.0, 2.0], [-INF, 1.0, 2.0]], dtype)
+    y = np.array([[0.0, 0.5, 0.5], [0.0, 1.0, 0.0]], dtype)
+    got = CE(x, y)
+    assert_close(got, ref_ce(x[:, 1:], y[:, 1:]), dtype)
+    # the same with a class weight on the -inf class, and through poly
+    weighted = CE(x, y, class_weights=np.array([5.0, 1.0, 1.0], dtype))
+    assert_close(weighted, np.asarray(got, np.float64), dtype)
+    assert_close(POLY(x, y, epsilon=1.0), ref_poly(x[:, 1:], y[:, 1:], epsilon=1.0), dtype)
+    grad = jax.jit(sum_grad(lambda x: CE(x, y)))(x)
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[:, 0] == 0)
+    # with label smoothing the -inf class gets a / K > 0: the loss is +inf, not NaN
+    smoothed = CE(x, y, label_smoothing=0.1)
+    np.testing.assert_array_equal(smoothed, [INF, INF])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _focal_grad_and_hessian(x, hessian, gamma, t, alpha):
+    def f(x):
+        return jnp.sum(FOCAL(x, t, gamma=gamma, alpha=alpha))
+
+    return jax.grad(f)(x), jax.hessian(f)(x) if hessian else None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_focal_fractional_gamma_gradients_finite_at_extremes(dtype):
+    """(1 - p_t)^gamma with gamma < 1 has an infinite slope at p_t = 1, never reached in
+    the gradient. Right and confident (p_t = 1): 0; confidently wrong (p_t = 0): the
+    factor is 1 and flat, so the gradient is alpha (p - onehot), as cross-entropy's."""
+    x = EXTREME_FINITE.astype(dtype)
+    x[3] = [-1e4, 0.0, 0.0]
+    t = np.array([0, 0, 1, 0], np.int32)
+    for gamma in (0.5, 0.25, 1.5):
+        grad, hessian = _focal_grad_and_hessian(x, dtype == np.float64, gamma, t, 0.25)
+        grad = np.asarray(grad)
+        assert np.all(np.isfinite(grad)), (gamma, grad)
+        np.testing.assert_array_equal(grad[0], [0, 0, 0])
+        assert_close(grad[1], [-0.25, 0, 0.25], dtype)
+        assert_close(grad[2], [0, -0.25, 0.25], dtype)
+        assert_close(grad[3], [-0.25, 0.125, 0.125], dtype)
+        if hessian is not None:
+            assert np.all(np.isfinite(hessian)), gamma
+
+
+# Rows whose target (class 0) ties the log-sum-exp of the others: p_t = 1/2 exactly.
+# The first two are two-class rows (a third class at -inf adds nothing), e.g. the
+# zero-initialized two-class head.
+TIE_ROWS = np.array([[0.0, 0.0, -INF], [1.5, 1.5, -INF], [LN2, 0.0, 0.0], [1e4, 1e4, 0.0]])
+
+
+def _masked_losses(x, where):
+    soft = np.array([[0.3, 0.0, 0.7], [0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    t = np.array([2, 1, 0], np.int32)
+    return [
+        CE(x, soft, where=where, label_smoothing=0.1, class_weights=np.array([1.0, 2.0, 0.5])),
+        CE_INT(x, t, where=where, label_smoothing=0.1, class_weights=np.array([1.0, 2.0, 0.5])),
+        FOCAL(x, t, gamma=0.5, alpha=0.25, where=where),
+        POLY(x, soft, epsilon=2.0, where=where),
+    ]
+
+
+_masked_losses_jit = jax.jit(_masked_losses)
+_masked_losses_checked = bcejax.checked(_masked_losses)
+_masked_losses_grad = jax.jit(jax.grad(lambda x, w: sum(jnp.sum(v) for v in _masked_losses(x, w))))
+
+
+# ---------------------------------------------------------------------------
+# 6. Bad inputs, with messages that say what is wrong.
+# ---------------------------------------------------------------------------
+
+X2 = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+
+
+@pytest.mark.parametrize("fn", [CE_INT, FOCAL], ids=["ce_int", "focal"])
+def test_integer_label_out_of_range(fn):
+    with pytest.raises(bcejax.InvalidInputError, match=r"class indices in \[0, 3\)"):
+        fn(X2, np.array([0, 4], np.int32))
+    with pytest.raises(bcejax.InvalidInputError, match=r"class indices in \[0, 3\)"):
+        bcejax.checked(fn)(X2, np.array([0, 4], np.int32))
+    # a plain jit carries no checks: the loss of the bad example is NaN, the others are right
+    got = np.asarray(jax.jit(fn)(X2, np.array([0, 4], np.int32)))
+    assert np.isnan(got[1]) and np.isfinite(got[0])
+    got = np.asarray(jax.jit(fn)(X2, np.array([-1, 1], np.int32)))
+    assert np.isnan(got[0]) and np.isfinite(got[1])
+
+
+def test_integer_label_messages():
+    # 1-based labels: 1..K
+    with pytest.raises(bcejax.InvalidInputError, match="1-based; subtract 1"):
+        CE_INT(X2, np.array([3, 1], np.int32))
+    with pytest.raises(bcejax.InvalidInputError, match="1-based labels need 1 subtracting"):
+        bcejax.checked(CE_INT)(X2, np.array([3, 1], np.int32))
+    # negative padding labels without ignore_index
+    with pytest.raises(bcejax.InvalidInputError, match="pass ignore_index=-100"):
+        CE_INT(X2, np.array([-100, 1], np.int32))
+    with pytest.raises(bcejax.InvalidInputError, match="padding needs ignore_index"):
+        bcejax.checked(CE_INT)(X2, np.array([-100, 1], np.int32))
+    # with ignore_index, another out-of-range value is still an error, naming both
+    with pytest.raises(bcejax.InvalidInputError, match=r"\[0, 3\) or ignore_index=-100"):
+        CE_INT(X2, np.array([5, -100], np.int32), ignore_index=-100)
+    with pytest.raises(bcejax.InvalidInputError, match=r"or ignore_index=-100"):
+        bcejax.checked(lambda x, t: CE_INT(x, t, ignore_index=-100))(X2, np.array([5, 1]))
+    # ignored labels pass the checks, eagerly and in checked mode
+    ok = np.array([-100, 1], np.int32)
+    np.testing.assert_allclose(
+        bcejax.checked(lambda x, t: CE_INT(x, t, ignore_index=-100))(X2, ok),
+        CE_INT(X2, ok, ignore_index=-100),
+    )
+
+
+@pytest.mark.parametrize("fn", [CE_INT, FOCAL], ids=["ce_int", "focal"])
+def test_float_labels_to_the_integer_version(fn):
+    with pytest.raises(TypeError, match="labels must have an integer dtype, got float"):
+        fn(X2, np.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match="use softmax_cross_entropy for one-hot labels"):
+        fn(X2, np.eye(3)[[0, 1]])
+
+
+@pytest.mark.parametrize("fn", [CE_INT, FOCAL], ids=["ce_int", "focal"])
+def test_label_shape_must_be_the_batch_shape(fn):
+    with pytest.raises(
+        ValueError, match=r"labels with shape \(3,\) do not match the batch shape \(2,\)"
+    ):
+        fn(X2, np.array([0, 1, 2], np.int32))
+    with pytest.raises(ValueError, match=r"\(2, 3\).*class axes"):
+        fn(X2, np.zeros((2, 1), np.int32))
+
+
+@pytest.mark.parametrize("fn", [CE, POLY], ids=["ce", "poly"])
+def test_soft_label_shape_and_sums(fn):
+    with pytest.raises(ValueError, match=r"labels with shape \(2, 4\).*logits with shape \(2, 3\)"):
+        fn(X2, np.full((2, 4), 0.25))
+    bad = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(bcejax.InvalidInputError, match="must sum to 1 over the classes"):
+        fn(X2, bad)
+    with pytest.raises(bcejax.InvalidInputError, match="must sum to 1 over the classes"):
+        bcejax.checked(fn)(X2, bad)
+    with pytest.raises(bcejax.InvalidInputError, match="must sum to 1"):
+        fn(X2, np.zeros((2, 3)))
+    with pytest.raises(bcejax.InvalidInputError, match=r"must be in \[0, 1\]"):
+        fn(X2, np.array([[1.5, -0.5, 0.0], [0.0, 1.0, 0.0]]))
+    # fully masked examples are exempt, by a batch mask or a logits-shaped one
+    for where in (np.array([True, False]), np.array([[True] * 3, [False] * 3])):
+        got = fn(X2, np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), where=where)
+        assert np.asarray(got)[1] == 0
+        # in checked mode too, with the masked example's labels summing to 2
+        padded = np.array([[0.5, 0.5, 0.0], [1.0, 1.0, 0.0]])
+        got = bcejax.checked(lambda x, y, w: fn(x, y, where=w))(X2, padded, where)
+        assert np.asarray(got)[1] == 0
+
+
+def test_class_weights_bad_shape_and_sign():
+    t = np.array([0, 1], np.int32)
+    y = np.eye(3)[t]
+    for call in (
+        lambda w: CE_INT(X2, t, class_weights=w),
+        lambda w: CE(X2, y, class_weights=w),
+    ):
+        with pytest.raises(
+            ValueError, match=r"one weight per class, shape \(3,\), got shape \(4,\)"
+        ):
+            call(np.ones(4))
+        with pytest.raises(ValueError, match=r"got shape \(2, 3\)"):
+            call(np.ones((2, 3)))
+        with pytest.raises(bcejax.InvalidInputError, match="class_weights must be >= 0"):
+            call(np.array([1.0, -1.0, 1.0]))
+        with pytest.raises(bcejax.InvalidInputError, match="class_weights must be >= 0"):
+            bcejax.checked(call)(np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"shape \(3,\), got shape \(4,\)"):
+        FOCAL(X2, t, alpha=np.ones(4))
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        FOCAL(X2, t, alpha=-0.5)
+    with pytest.raises(bcejax.InvalidInputError, match="class_weights must be >= 0"):
+        CategoricalCrossEntropy(class_weights=np.array([1.0, -1.0, 1.0]))(X2, t)
+
+
+def test_hinge_targets_must_be_signed():
+    scores = np.array([0.5, -2.0, 1.0])
+    with pytest.raises(bcejax.InvalidInputError, match=r"targets in \{0, 1\}.*2 \* labels - 1"):
+        bcejax.hinge_loss(scores, np.array([0.0, 1.0, 1.0]))
+    with pytest.raises(bcejax.InvalidInputError, match=r"2 \* labels - 1"):
+        bcejax.checked(bcejax.hinge_loss)(scores, np.array([0.0, 1.0, 1.0]))
+    with pytest.raises(bcejax.InvalidInputError, match="must be -1 or 1"):
+        bcejax.hinge_loss(scores, np.array([2.0, 1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"targets with shape \(2,\).*shape \(3,\)"):
+        bcejax.hinge_loss(scores, np.array([1.0, -1.0]))
+    with pytest.raises(TypeError, match="predictor_outputs must have a floating dtype"):
+        bcejax.hinge_loss(np.array([1, 2]), np.array([1, -1]))
+
+
+def test_structural_errors():
+    t = np.array([0, 1], np.int32)
+    with pytest.raises(TypeError, match="logits must have a floating dtype"):
+        CE_INT(X2.astype(np.int32), t)
+    with pytest.raises(ValueError, match=r"label_smoothing must be >= 0\.0 and < 1\.0"):
+        CE_INT(X2, t, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        FOCAL(X2, t, gamma=-1.0)
+    with pytest.raises(ValueError, match="out of range for logits with 2 dimensions"):
+        CE_INT(X2, t, axis=2)
+    with pytest.raises(ValueError, match="names an axis twice"):
+        CE(X2, np.eye(3)[t], axis=(1, -1))
+    with pytest.raises(ValueError, match="fits neither the logits' shape"):
+        CE(X2, np.eye(3)[t], where=np.ones(4, bool))
+    with pytest.raises(bcejax.InvalidInputError, match="logits contain NaN"):
+        CE_INT(np.array([[np.nan, 0.0, 1.0]]), t[:1])
+
+
+# ---------------------------------------------------------------------------
+# 7. The callable CategoricalCrossEntropy.
+# ---------------------------------------------------------------------------
+
+
+def _callable_problem(dtype=np.float64):
+    p = random_problem("2d", dtype, seed=16)
+    t = p["t"].copy()
+    t[[1, 4]] = -100
+    return p, t
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_callable_integer_and_one_hot_agree(reduction, dtype):
+    p = random_problem("2d", dtype, seed=17)
+    loss_fn = CategoricalCrossEntropy(
+        label_smoothing=0.1, class_weights=p["class_weights"], reduction=reduction
+    )
+    one_hot = np.eye(5, dtype=dtype)[p["t"]]
+    for where in (None, p["batch_mask"]):
+        by_index = loss_fn(p["logits"], p["t"], where=where)
+        by_one_hot = loss_fn(p["logits"], one_hot, where=where)
+        assert by_index.dtype == by_one_hot.dtype == dtype
+        np.testing.assert_allclose(by_index, by_one_hot, rtol=4 * RTOL[dtype])
+
+
+def test_callable_ignore_index_with_one_hot_labels_is_an_error():
+    with pytest.raises(ValueError, match="ignore_index needs integer labels"):
+        CategoricalCrossEntropy(ignore_index=-100)(X2, np.eye(3)[[0, 1]])
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        CategoricalCrossEntropy(reduction="avg")
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_callable_all_ignored_gives_zero_with_zero_gradient(weighted, mode):
+    p, _ = _callable_problem()
+    t = np.full(p["t"].shape, -100, np.int32)
+    loss_fn = CategoricalCrossEntropy(
+        label_smoothing=0.1,
+        class_weights=p["class_weights"] if weighted else None,
+        ignore_index=-100,
+    )
+    run = (lambda f: f) if mode == "eager" else jax.jit
+    value, grad = run(jax.value_and_grad(lambda x: loss_fn(x, t)))(p["logits"])
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(grad, np.zeros_like(p["logits"]))
+    # and every example masked by where
+    value, grad = run(jax.value_and_grad(lambda x: loss_fn(x, p["t"], where=False)))(p["logits"])
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(grad, np.zeros_like(p["logits"]))
+
+
+def test_callable_ignored_examples_have_zero_gradient():
+    p, t = _callable_problem()
+    loss_fn = CategoricalCrossEntropy(label_smoothing=0.2, ignore_index=-100)
+    grad = np.asarray(jax.grad(lambda x: loss_fn(x, t))(p["logits"]))
+    assert np.all(grad[t == -100] == 0)
+    assert np.all(np.abs(grad[t != -100]).sum(-1) > 0)
+
+
+@pytest.mark.parametrize("class_weights", ["array", "tuple", "none"])
+def test_callable_passes_through_jit_as_an_argument(class_weights):
+    p, t = _callable_problem()
+    w = {"array": p["class_weights"], "tuple": tuple(p["class_weights"].tolist()), "none": None}
+    loss_fn = CategoricalCrossEntropy(
+        label_smoothing=0.1, class_weights=w[class_weights], ignore_index=-100
+    )
+    eager = loss_fn(p["logits"], t)
+    traced = jax.jit(lambda fn, x, y: fn(x, y))(loss_fn, p["logits"], t)
+    np.testing.assert_allclose(traced, eager, rtol=1e-12)
+    # the config is a pytree leaf: its gradient exists (d/da of the mean)
+    grads = jax.grad(lambda fn: fn(p["logits"], t))(loss_fn)
+    assert isinstance(grads, CategoricalCrossEntropy)
+    assert np.isfinite(grads.label_smoothing)
+    h = 1e-6
+    plus = CategoricalCrossEntropy(0.1 + h, w[class_weights], -100)(p["logits"], t)
+    minus = CategoricalCrossEntropy(0.1 - h, w[class_weights], -100)(p["logits"], t)
+    assert float(grads.label_smoothing) == pytest.approx(float(plus - minus) / (2 * h), rel=1e-6)
+
+
+def test_callable_equality_and_pickle_round_trip():
+    loss_fn = CategoricalCrossEntropy(
+        label_smoothing=0.1, class_weights=(1.0, 2.0, 0.5, 1.0, 3.0), ignore_index=-100
+    )
+    restored = pickle.loads(pickle.dumps(loss_fn))
+    assert restored == loss_fn and hash(restored) == hash(loss_fn)
+    assert loss_fn != CategoricalCrossEntropy(label_smoothing=0.1, ignore_index=-100)
+    assert loss_fn != CategoricalCrossEntropy(
+        label_smoothing=0.1, class_weights=(1.0, 2.0, 0.5, 1.0, 3.0), ignore_index=-1
+    )
+    assert "CategoricalCrossEntropy(label_smoothing=0.1" in repr(loss_fn)
+    p, t = _callable_problem()
+    np.testing.assert_array_equal(restored(p["logits"], t), loss_fn(p["logits"], t))
+    with pytest.raises(AttributeError):
+        loss_fn.label_smoothing = 0.2
+    leaves, treedef = jax.tree_util.tree_flatten(loss_fn)
+    assert leaves == [0.1, 1.0, 2.0, 0.5, 1.0, 3.0]  # ignore_index and reduction are static
+    assert jax.tree_util.tree_unflatten(treedef, leaves) == loss_fn
