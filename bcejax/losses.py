@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from bcejax import binary, checks, multiclass, segmentation
@@ -28,7 +29,7 @@ from bcejax.reduction import AxisName, reduce_loss
 
 def _loss_dataclass(cls):
     """Freezes ``cls`` and registers it as a pytree: str/bool/None-only fields are static."""
-    cls = dataclasses.dataclass(frozen=True)(cls)
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)  # Loss.__eq__ compares arrays
     static = getattr(cls, "_static_fields", ())
     fields = [f.name for f in dataclasses.fields(cls)]
     data = [f for f in fields if f not in static]
@@ -43,6 +44,16 @@ class Loss:
     def __post_init__(self):
         if "reduction" in self.__dataclass_fields__:
             checks.check_reduction(self.reduction)
+
+    def __eq__(self, other: Any) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(
+            _same(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(_key(getattr(self, f.name)) for f in dataclasses.fields(self))))
 
     def elementwise(self, logits, labels, weights):
         raise NotImplementedError
@@ -74,6 +85,27 @@ class Loss:
         return SumOfLosses(terms=tuple((scale * c, loss) for c, loss in _terms(self)))
 
     __rmul__ = __mul__
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Config equality: arrays by value and shape, tuples elementwise, the rest by ``==``."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Loss) or isinstance(b, Loss) or a is None or b is None:
+        return a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return np.shape(a) == np.shape(b) and bool(np.all(np.asarray(a) == np.asarray(b)))
+
+
+def _key(value: Any) -> Any:
+    """A hashable stand-in for a config value: arrays by shape, dtype and bytes."""
+    if isinstance(value, tuple):
+        return tuple(_key(v) for v in value)
+    if value is None or isinstance(value, str | bool | int | float | Loss):
+        return value
+    array = np.asarray(value)
+    return (array.shape, str(array.dtype), array.tobytes())
 
 
 def _terms(loss: Loss) -> tuple[tuple[Any, Loss], ...]:
@@ -226,19 +258,20 @@ class CategoricalCrossEntropy(Loss):
     def _target_weights(self, logits, labels):
         """The weight of each example's target: what ``mean`` divides by."""
         shape = jnp.shape(logits)[:-1]
+        dtype = jnp.promote_types(jnp.result_type(logits), jnp.float32)
         if jnp.issubdtype(jnp.result_type(labels), jnp.integer):
             labels = jnp.broadcast_to(jnp.asarray(labels), shape)
             valid = jnp.ones(shape, bool)
             if self.ignore_index is not None:
                 valid = labels != self.ignore_index
             if self.class_weights is None:
-                return valid.astype(jnp.float32)
-            weights = jnp.asarray(self.class_weights, jnp.float32)
+                return valid.astype(dtype)
+            weights = jnp.asarray(self.class_weights, dtype)
             return jnp.where(valid, weights[jnp.clip(labels, 0, weights.size - 1)], 0)
         if self.class_weights is None:
-            return jnp.ones(shape, jnp.float32)
-        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.float32), jnp.shape(logits))
-        return labels @ jnp.asarray(self.class_weights, jnp.float32)
+            return jnp.ones(shape, dtype)
+        labels = jnp.broadcast_to(jnp.asarray(labels, dtype), jnp.shape(logits))
+        return labels @ jnp.asarray(self.class_weights, dtype)
 
     def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
         loss = self.elementwise(logits, labels, weights)

@@ -326,8 +326,10 @@ def softmax_focal_loss(
     # p_t = sigmoid(margin): the target's logit over the log-sum-exp of the others.
     target_logit = jnp.sum(jnp.where(target, x, 0), -1)
     others = _numerics.logsumexp(jnp.where(target, -jnp.inf, x), (-1,))
-    # Equal (both +inf, say) means p_t = 1/2, not inf - inf = NaN.
-    margin = jnp.where(target_logit == others, 0, target_logit - others)
+    # Equal (both +inf, say) means p_t = 1/2, not inf - inf = NaN. The tie's value
+    # is 0 but its derivative is still d(target_logit) - d(others).
+    tie = _zero_with_derivative(target_logit) - _zero_with_derivative(others)
+    margin = jnp.where(target_logit == others, tie, target_logit - others)
     has_target = jnp.any(target, -1)
     weight = has_target.astype(x.dtype)
     if alpha is not None:
@@ -340,6 +342,17 @@ def softmax_focal_loss(
     margin = jnp.where(has_target, margin, 0)
     loss = binary.sigmoid_focal_loss(margin, jnp.ones_like(margin), gamma=gamma, weights=weight)
     return jnp.where(_in_range(labels, num_classes, kept), loss, jnp.nan).astype(dtype)
+
+
+@jax.custom_jvp
+def _zero_with_derivative(a):
+    """0, with the derivative of ``a`` (finite or not)."""
+    return jnp.zeros_like(a)
+
+
+@_zero_with_derivative.defjvp
+def _zero_with_derivative_jvp(primals, tangents):
+    return jnp.zeros_like(primals[0]), tangents[0]
 
 
 def poly_loss_cross_entropy(
