@@ -561,17 +561,6 @@ def _xent_parts(with_target, x, labels, u, v):
     return loss, (m, e, total_exp, log_total, total)
 
 
-def _target_coefficients(with_target, shape, labels, u, v):
-    """The dense coefficients ``u onehot(labels) + v``."""
-    coef = None
-    if with_target:
-        onehot = labels[..., None] == jnp.arange(shape[-1], dtype=labels.dtype)
-        coef = jnp.where(onehot, u[..., None], 0)
-    if v is not None:
-        coef = _accumulate(coef, v)
-    return jnp.broadcast_to(coef, shape)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def softmax_cross_entropy(with_target, x, labels, u, v):
     """``sum_c coef_c (-log softmax(x)_c)`` over the last axis, ``coef = u onehot(labels) + v``.
@@ -590,9 +579,17 @@ def _softmax_cross_entropy_jvp(with_target, primals, tangents):
     out, (m, e, total_exp, log_total, total) = _xent_parts(with_target, x, labels, u, v)
     tangent = None
     if not _is_zero(dx):
-        coef = _target_coefficients(with_target, x.shape, labels, u, v)
         scale = total / jnp.where(total_exp > 0, total_exp, 1)  # sum(coef) softmax(x) = scale e
-        tangent = jnp.sum((scale[..., None] * e - coef) * dx, -1)
+        # Scaled after the sum: in reverse mode the row scale and the cotangent
+        # then meet in one row value, one multiply per entry.
+        tangent = jnp.sum(e * dx, -1) * scale
+        # The target's coefficient takes its tangent entry by a gather (a scatter-add
+        # of one value per row in reverse mode), not as a dense one-hot.
+        if with_target:
+            dx_t = jnp.take_along_axis(dx, labels[..., None], -1, mode="clip")[..., 0]
+            tangent = tangent - u * dx_t
+        if v is not None:
+            tangent = tangent - jnp.sum(jnp.broadcast_to(v, x.shape) * dx, -1)
     if (with_target and not _is_zero(du)) or (v is not None and not _is_zero(dv)):
         minus_log_p = _overflow_to_inf(log_total[..., None] - _xent_shift(x, m))
     if with_target and not _is_zero(du):

@@ -59,7 +59,14 @@ class Loss:
         raise NotImplementedError
 
     def unreduced(self, logits, labels, weights, where):
-        """The loss before reduction and the mask of its entries to reduce over."""
+        """The loss before reduction and the mask of its entries to reduce over.
+
+        Masked entries are cut out first (logits, labels and weights set to 0
+        there), so a NaN or an out-of-range label in a masked entry is never
+        checked and never reaches the loss or its gradient.
+        """
+        if where is not None:
+            logits, labels, weights, where = _cut_out(logits, labels, weights, where)
         return self.elementwise(logits, labels, weights), where
 
     def __call__(
@@ -85,6 +92,24 @@ class Loss:
         return SumOfLosses(terms=tuple((scale * c, loss) for c, loss in _terms(self)))
 
     __rmul__ = __mul__
+
+
+def _cut_out(logits, labels, weights, where):
+    """Inputs of an elementwise loss with the entries ``where`` masks set to 0.
+
+    ``where`` must broadcast to the loss's shape without adding axes; the
+    returned inputs and mask have the loss's shape.
+    """
+    operands = dict(logits=logits, labels=labels, weights=weights)
+    shape = checks.check_broadcast(**operands)
+    if checks.check_broadcast(loss=jax.ShapeDtypeStruct(shape, bool), where=where) != shape:
+        raise ValueError(
+            f"where with shape {jnp.shape(where)} would broadcast the loss of shape {shape} "
+            "to a larger one: masks must not add axes to the loss"
+        )
+    mask = jnp.broadcast_to(jnp.asarray(where, bool), shape)
+    cut = [None if a is None else jnp.where(mask, a, 0) for a in operands.values()]
+    return (*cut, mask)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -241,8 +266,10 @@ class CategoricalCrossEntropy(Loss):
     reduction: str = "mean"
     _static_fields = ("ignore_index", "reduction")
 
-    def elementwise(self, logits, labels, weights):
-        config = dict(label_smoothing=self.label_smoothing, class_weights=self.class_weights)
+    def elementwise(self, logits, labels, weights, where=None):
+        config = dict(
+            label_smoothing=self.label_smoothing, class_weights=self.class_weights, where=where
+        )
         if jnp.issubdtype(jnp.result_type(labels), jnp.integer):
             loss = multiclass.softmax_cross_entropy_with_integer_labels(
                 logits, labels, ignore_index=self.ignore_index, **config
@@ -253,7 +280,12 @@ class CategoricalCrossEntropy(Loss):
                     "ignore_index needs integer labels; mask one-hot examples with `where`"
                 )
             loss = multiclass.softmax_cross_entropy(logits, labels, **config)
-        return loss if weights is None else loss * jnp.asarray(weights, loss.dtype)
+        if weights is None:
+            return loss
+        weights = jnp.asarray(weights, loss.dtype)
+        if where is not None:  # a NaN weight of a masked example stays out of the gradient
+            weights = jnp.where(jnp.asarray(where, bool), weights, 0)
+        return loss * weights
 
     def _target_weights(self, logits, labels):
         """The weight of each example's target: what ``mean`` divides by."""
@@ -274,7 +306,13 @@ class CategoricalCrossEntropy(Loss):
         return labels @ jnp.asarray(self.class_weights, dtype)
 
     def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
-        loss = self.elementwise(logits, labels, weights)
+        if where is not None and jnp.ndim(where) >= jnp.ndim(logits):
+            raise ValueError(
+                f"CategoricalCrossEntropy masks whole examples: where must have the batch "
+                f"shape {jnp.shape(logits)[:-1]}, got {jnp.shape(where)}; to drop classes, "
+                "call bcejax.softmax_cross_entropy with where of the logits' shape"
+            )
+        loss = self.elementwise(logits, labels, weights, where)
         if self.reduction != "mean":
             return reduce_loss(loss, self.reduction, where=where, axis_name=axis_name)
         total = reduce_loss(loss, "sum", where=where, axis_name=axis_name)

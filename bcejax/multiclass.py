@@ -49,19 +49,20 @@ def _class_mask(where, shape, axes):
     """optax's ``where`` as a boolean mask of ``shape``, or None."""
     if where is None:
         return None
-    where = jnp.asarray(where, bool)
-    if where.ndim != len(shape):
-        where = jnp.expand_dims(where, axes)
+    where = given = jnp.asarray(where, bool)
+    batch_ndim = len(shape) - len(axes)
+    if where.ndim <= batch_ndim:  # of the batch shape, or broadcastable to it
+        where = jnp.expand_dims(where.reshape((1,) * (batch_ndim - where.ndim) + where.shape), axes)
     try:
         return jnp.broadcast_to(where, shape)
     except ValueError:
         raise ValueError(
-            f"where with shape {where.shape} fits neither the logits' shape {shape} nor "
+            f"where with shape {given.shape} fits neither the logits' shape {shape} nor "
             "their batch shape (the logits' shape without the class axes)"
         ) from None
 
 
-def _class_weights(class_weights, shape, axes, dtype):
+def _class_weights(class_weights, shape, axes, dtype, name="class_weights"):
     """``class_weights`` spread over the flattened class axis, or None."""
     if class_weights is None:
         return None
@@ -69,10 +70,9 @@ def _class_weights(class_weights, shape, axes, dtype):
     class_shape = tuple(shape[a] for a in axes)
     if weights.shape not in (class_shape, (int(np.prod(class_shape)),)):
         raise ValueError(
-            f"class_weights must have one weight per class, shape {class_shape}, "
-            f"got shape {weights.shape}"
+            f"{name} must have one weight per class, shape {class_shape}, got shape {weights.shape}"
         )
-    checks.check_weights(weights, "class_weights")
+    checks.check_weights(weights, name)
     return weights.reshape(-1)
 
 
@@ -336,7 +336,7 @@ def softmax_focal_loss(
         checks.check_nonnegative(alpha, "alpha")
         alpha = jnp.asarray(alpha, x.dtype)
         if alpha.ndim:
-            alpha = _class_weights(alpha, logits.shape, axes, x.dtype)
+            alpha = _class_weights(alpha, logits.shape, axes, x.dtype, "alpha")
             alpha = jnp.sum(jnp.where(target, alpha, 0), -1)
         weight = weight * alpha
     margin = jnp.where(has_target, margin, 0)

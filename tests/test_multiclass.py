@@ -1583,6 +1583,38 @@ def test_callable_ignored_examples_have_zero_gradient():
     assert np.all(np.abs(grad[t != -100]).sum(-1) > 0)
 
 
+@pytest.mark.parametrize("labels", ["integer", "one-hot"])
+def test_callable_ignores_junk_in_masked_examples(labels):
+    """NaN logits, out-of-range labels and NaN weights of masked examples are cut out."""
+    p, _ = _callable_problem()
+    m = p["batch_mask"]
+    t = p["t"] if labels == "integer" else np.eye(5)[p["t"]]
+    junk_t = np.where(m, p["t"], 255) if labels == "integer" else np.where(m[:, None], t, 0.7)
+    junk_x = np.where(m[:, None], p["logits"], np.nan)
+    v = np.random.default_rng(20).uniform(0.5, 2.0, m.shape)
+    junk_v = np.where(m, v, np.nan)
+    loss_fn = CategoricalCrossEntropy(label_smoothing=0.1, class_weights=p["class_weights"])
+    for call in (loss_fn, jax.jit(loss_fn.__call__)):
+        got = call(junk_x, junk_t, weights=junk_v, where=m)
+        np.testing.assert_allclose(got, loss_fn(p["logits"], t, weights=v, where=m), rtol=1e-13)
+    grad = jax.grad(lambda x: loss_fn(x, junk_t, weights=junk_v, where=m))(junk_x)
+    assert np.all(np.isfinite(grad))
+    assert np.all(grad[~m] == 0)
+
+
+def test_callable_where_is_per_example():
+    with pytest.raises(ValueError, match=r"masks whole examples: where must have the batch shape"):
+        CategoricalCrossEntropy()(X2, np.array([0, 1]), where=np.ones((2, 3), bool))
+
+
+def test_mask_and_alpha_messages_name_what_was_given():
+    t = np.array([0, 1], np.int32)
+    with pytest.raises(ValueError, match=r"where with shape \(4,\) fits neither"):
+        CE_INT(X2, t, where=np.ones(4, bool))
+    with pytest.raises(ValueError, match=r"alpha must have one weight per class, shape \(3,\)"):
+        FOCAL(X2, t, alpha=np.ones(4))
+
+
 _call = jax.jit(lambda fn, x, y: fn(x, y))
 _call_grad = jax.jit(jax.grad(lambda fn, x, y: fn(x, y)))
 

@@ -953,6 +953,50 @@ JUNK_PREDS = np.where(B_MASK, B_PREDS, np.nan)
 JUNK_LABELS = np.where(B_MASK, B_LABELS, 255.0)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_bce_plus_dice_ignores_junk_in_masked_pixels(jit):
+    """NaN logits and 255 labels (a void class) in masked pixels are cut out, never checked."""
+    combo = losses.BinaryCrossEntropy(pos_weight=2.0) + losses.DiceLoss()
+    call = jax.jit(combo.__call__) if jit else combo
+    clean = combo(B_PREDS, B_LABELS, where=B_MASK)
+    np.testing.assert_allclose(call(JUNK_PREDS, JUNK_LABELS, where=B_MASK), clean, rtol=1e-13)
+    # the smallest case: one kept pixel, one junk pixel
+    x, y, m = np.array([[0.5, np.nan]]), np.array([[1.0, 255.0]]), np.array([[True, False]])
+    want = float(bcejax.sigmoid_binary_cross_entropy(0.5, 1.0, pos_weight=2.0))
+    want += float(bcejax.dice_loss(x[:, :1], y[:, :1])[0])
+    np.testing.assert_allclose(call(x, y, where=m), want, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        losses.BinaryCrossEntropy() + losses.DiceLoss(),
+        losses.FocalLoss() + losses.JaccardLoss(),
+        losses.AsymmetricLoss(reduction="sum") + losses.LovaszHinge(),
+        losses.Poly1Loss() + losses.TverskyLoss(),
+    ],
+    ids=["bce+dice", "focal+jaccard", "asymmetric+lovasz", "poly1+tversky"],
+)
+def test_bce_plus_dice_gradient_ignores_nan_in_masked_pixels(loss_fn):
+    weights = np.where(B_MASK, 1.5, np.nan)  # junk weights in masked pixels too
+    grad = jax.grad(lambda x: loss_fn(x, JUNK_LABELS, where=B_MASK))(JUNK_PREDS)
+    assert _finite(grad)
+    assert np.all(np.asarray(grad)[~B_MASK] == 0)
+    clean = jax.grad(lambda x: loss_fn(x, B_LABELS, where=B_MASK))(B_PREDS)
+    np.testing.assert_allclose(grad, clean, rtol=1e-12, atol=1e-15)
+    elementwise = loss_fn.terms[0][1]
+    grad = jax.grad(lambda x: elementwise(x, JUNK_LABELS, weights=weights, where=B_MASK))(
+        JUNK_PREDS
+    )
+    assert _finite(grad)
+    assert np.all(np.asarray(grad)[~B_MASK] == 0)
+
+
+def test_elementwise_callable_where_must_not_add_axes():
+    with pytest.raises(ValueError, match=r"where with shape \(2, 3\) would broadcast the loss"):
+        losses.BinaryCrossEntropy()(np.zeros(3), np.ones(3), where=np.ones((2, 3), bool))
+
+
 @pytest.mark.parametrize(
     "loss_fn",
     [
