@@ -1,10 +1,11 @@
 """bcejax: binary cross-entropy losses and their relatives for JAX.
 
 The public API is flat: every loss, helper and the checked mode live here.
-The callables are in :mod:`bcejax.losses`.
+The callables are in :mod:`bcejax.losses`, the metrics in :mod:`bcejax.metrics`
+and the calibration tools in :mod:`bcejax.calibration`.
 """
 
-from bcejax import losses
+from bcejax import calibration, losses, metrics
 from bcejax.binary import (
     binary_cross_entropy,
     binary_focal_loss,
@@ -43,6 +44,7 @@ __all__ = [
     "__version__",
     "binary_cross_entropy",
     "binary_focal_loss",
+    "calibration",
     "checked",
     "class_balanced_weights",
     "dice_loss",
@@ -51,6 +53,7 @@ __all__ = [
     "jaccard_loss",
     "losses",
     "lovasz_hinge",
+    "metrics",
     "poly_loss_cross_entropy",
     "pos_weight_from_labels",
     "reduce_loss",

@@ -115,19 +115,38 @@ def check_labels(labels, name: str = "labels") -> None:
         return xp.all((v >= 0) & (v <= 1))
 
     def message(array):
-        text = f"{name} must be in [0, 1]{_range_text(array)}"
-        if array is None:
-            return text + ": 8-bit masks need dividing by 255, {-1, 1} labels mapping to {0, 1}"
-        finite = array[np.isfinite(array)]
-        if np.isnan(array).any():
-            text += ": NaN labels; drop those entries or mask them with `where`"
-        elif finite.size and 1 < finite.max() <= 255 and np.all(finite == np.round(finite)):
-            text += ": labels up to 255 look like an 8-bit mask; divide by 255"
-        elif finite.size and finite.min() == -1 and np.all(np.isin(finite, (-1, 0, 1))):
-            text += ": labels in {-1, 1}; map them to {0, 1} with (labels + 1) / 2"
-        else:
-            text += "; clip or rescale them"
-        return text
+        return _label_message(f"{name} must be in [0, 1]", array)
+
+    _value_check(ok, labels, message)
+
+
+def _label_message(text: str, array) -> str:
+    """``text`` with the range of ``array`` and the likely cause of labels out of range."""
+    text += _range_text(array)
+    if array is None:
+        return text + ": 8-bit masks need dividing by 255, {-1, 1} labels mapping to {0, 1}"
+    finite = array[np.isfinite(array)]
+    if np.isnan(array).any():
+        return text + ": NaN labels; drop those entries or mask them with `where`"
+    if finite.size and 1 < finite.max() <= 255 and np.all(finite == np.round(finite)):
+        return text + ": labels up to 255 look like an 8-bit mask; divide by 255"
+    if finite.size and finite.min() == -1 and np.all(np.isin(finite, (-1, 0, 1))):
+        return text + ": labels in {-1, 1}; map them to {0, 1} with (labels + 1) / 2"
+    if finite.size and finite.min() >= 0 and finite.max() <= 1:
+        return text + ": soft labels; threshold them, e.g. labels >= 0.5"
+    return text + "; clip or rescale them"
+
+
+def check_binary_labels(labels, name: str = "labels") -> None:
+    """Labels of a classification metric must be exactly 0 or 1."""
+    if jnp.issubdtype(jnp.result_type(labels), jnp.bool_):
+        return
+
+    def ok(xp, v):
+        return xp.all((v == 0) | (v == 1))
+
+    def message(array):
+        return _label_message(f"{name} must be 0 or 1", array)
 
     _value_check(ok, labels, message)
 

@@ -1,0 +1,183 @@
+"""Post-hoc calibration and threshold choice for a trained classifier.
+
+Fit on held-out data (a validation split), never on the training data:
+
+* :func:`fit_temperature`: one scale ``T`` for the logits, ``sigmoid(logits / T)``
+  (or the softmax for multiclass logits), minimizing the log loss. It keeps the
+  ranking, so AUC is unchanged and calibration improves.
+* :func:`fit_platt`: Platt scaling ``sigmoid(a * score + b)``, for scores that
+  are not logits (an SVM's margins, a ranker's scores).
+* :func:`best_threshold`: the score threshold that maximizes F1, Youden's J or
+  the Matthews correlation.
+
+Everything runs under ``jit``; the fits use optax's L-BFGS for a fixed number
+of iterations at most.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
+
+from bcejax import binary, checks, metrics, multiclass
+
+
+def _minimize(fun, init, max_iter: int, tol: float):
+    """Minimizes ``fun`` from ``init`` with optax's L-BFGS; stops at ``|grad| <= tol``."""
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(carry):
+        params, state, _, i = carry
+        value, grad = value_and_grad(params, state=state)
+        updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+        return optax.apply_updates(params, updates), state, optax.tree.norm(grad), i + 1
+
+    def running(carry):
+        _, _, grad_norm, i = carry
+        return (i < max_iter) & (grad_norm > tol)
+
+    inf = jnp.asarray(jnp.inf, jnp.result_type(init))
+    carry = (init, solver.init(init), inf, 0)
+    return jax.lax.while_loop(running, step, carry)[0]
+
+
+def _tolerance(dtype) -> float:
+    return 1e-10 if dtype == jnp.float64 else 1e-5
+
+
+def fit_temperature(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    multiclass_labels: bool | None = None,
+    max_iter: int = 100,
+) -> jax.Array:
+    """The temperature ``T > 0`` that minimizes the log loss of ``logits / T``.
+
+    Binary (labels of the logits' shape, 0 or 1): the mean sigmoid BCE of
+    ``logits / T``. Multiclass (integer labels of the logits' shape without
+    the last, class, axis): the mean softmax cross-entropy. ``multiclass_labels``
+    overrides the guess from the labels' dtype and shape. ``where`` masks
+    entries (binary) or examples (multiclass). Guo et al., On Calibration of
+    Modern Neural Networks, ICML 2017, https://arxiv.org/abs/1706.04599.
+
+    Returns:
+      ``T`` as a 0-d array in the logits' dtype (float32 at least): calibrated
+      probabilities are ``sigmoid(logits / T)`` or ``softmax(logits / T)``.
+    """
+    x = checks.check_float(logits, "logits")
+    y = jnp.asarray(labels)
+    if multiclass_labels is None:
+        multiclass_labels = (
+            jnp.issubdtype(y.dtype, jnp.integer) and x.ndim >= 1 and y.shape == x.shape[:-1]
+        )
+    dtype = binary._compute_dtype(x.dtype)
+    x = x.astype(dtype)
+
+    if multiclass_labels:
+        mask = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), y.shape)
+        count = y.size if mask is None else jnp.sum(mask)
+
+        def per_entry(scaled):
+            return multiclass.softmax_cross_entropy_with_integer_labels(scaled, y, where=where)
+
+    else:
+        shape = checks.check_broadcast(logits=x, labels=y, where=where)
+        mask = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), shape)
+        count = math.prod(shape) if mask is None else jnp.sum(mask)
+        if mask is not None:
+            x, y = jnp.where(mask, x, 0), jnp.where(mask, y, 0)
+
+        def per_entry(scaled):
+            return binary.sigmoid_binary_cross_entropy(scaled, y)
+
+    def nll(log_t):
+        loss = per_entry(x * jnp.exp(-log_t))
+        if mask is not None:
+            loss = jnp.where(mask, loss, 0)
+        return jnp.sum(loss) / jnp.maximum(count, 1)
+
+    log_t = _minimize(nll, jnp.zeros((), dtype), max_iter, _tolerance(dtype))
+    return jnp.exp(log_t)
+
+
+def fit_platt(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    sample_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    max_iter: int = 100,
+) -> tuple[jax.Array, jax.Array]:
+    """Platt scaling: ``(a, b)`` with calibrated probabilities ``sigmoid(a * score + b)``.
+
+    Minimizes the weighted BCE against Platt's smoothed targets
+    ``(N+ + 1) / (N+ + 2)`` for positives and ``1 / (N- + 2)`` for negatives
+    (``N`` the weighted counts), which keeps ``a`` finite on separable data;
+    the fit of scikit-learn's ``CalibratedClassifierCV(method="sigmoid")``,
+    whose ``(A, B)`` are ``(-a, -b)``. Platt, Probabilistic Outputs for Support
+    Vector Machines, 1999.
+    """
+    s, y, w, _ = metrics._prepare(scores, labels, sample_weight, where)
+    positives, negatives = jnp.sum(w * y), jnp.sum(w * (1 - y))
+    target = jnp.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    # Scores scaled to at most 1 in size (the fit is invariant to it), for conditioning.
+    scale = jnp.maximum(jnp.max(jnp.abs(s)), 1)
+    s = s / scale
+
+    def nll(params):
+        a, b = params
+        return jnp.sum(w * binary.sigmoid_binary_cross_entropy(a * s + b, target))
+
+    init = jnp.stack([jnp.zeros((), s.dtype), jnp.log((positives + 1) / (negatives + 1))])
+    a, b = _minimize(nll, init, max_iter, _tolerance(s.dtype) * jnp.maximum(jnp.sum(w), 1))
+    return a / scale, b
+
+
+_THRESHOLD_METRICS = ("f1", "youden", "mcc")
+
+
+def best_threshold(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    metric: str = "f1",
+    sample_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The threshold among the scores that maximizes ``metric``, and its value.
+
+    Predictions are ``scores >= threshold``; every distinct score is tried,
+    exactly, from one sort. ``metric``: ``"f1"``, ``"youden"`` (Youden's J,
+    ``tpr - fpr``) or ``"mcc"`` (Matthews correlation). Of equal values, the
+    highest threshold wins.
+
+    Returns:
+      ``(threshold, value)``: the value equals the metric's function (e.g.
+      :func:`bcejax.metrics.f1_score`) at that threshold.
+    """
+    if metric not in _THRESHOLD_METRICS:
+        raise ValueError(f"metric must be one of {_THRESHOLD_METRICS}, got {metric!r}")
+    r = metrics._rank(*metrics._prepare(scores, labels, sample_weight, where))
+    tp, fp = r.tp, r.fp
+    positives, negatives = tp[-1], fp[-1]
+    fn, tn = positives - tp, negatives - fp
+    if metric == "f1":
+        value = metrics._divide(2 * tp, 2 * tp + fp + fn)
+    elif metric == "youden":
+        value = metrics._divide(tp, positives) - metrics._divide(fp, negatives)
+    else:
+        den = (tp + fp) * positives * negatives * (tn + fn)
+        value = metrics._divide(tp * tn - fp * fn, jnp.sqrt(den))
+    candidate = r.is_last & jnp.isfinite(r.scores)
+    best = jnp.argmax(jnp.where(candidate, value, -jnp.inf))
+    return r.scores[best], value[best]
+
+
+__all__ = ["best_threshold", "fit_platt", "fit_temperature"]
