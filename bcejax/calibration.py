@@ -83,6 +83,8 @@ def fit_temperature(
     if multiclass_labels:
         mask = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), y.shape)
         count = y.size if mask is None else jnp.sum(mask)
+        if mask is not None:  # masked examples' logits never reach the derivative in T
+            x = jnp.where(mask[..., None], x, 0)
 
         def per_entry(scaled):
             return multiclass.softmax_cross_entropy_with_integer_labels(scaled, y, where=where)

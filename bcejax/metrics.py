@@ -46,9 +46,21 @@ def _prepare(scores, labels, sample_weight, where, name="scores"):
     """
     s = checks.check_float(scores, name)
     y = jnp.asarray(labels)
+    pair = checks.check_broadcast(**{name: s, "labels": y})
+    if pair not in (s.shape, y.shape):
+        raise ValueError(
+            f"{name} with shape {s.shape} and labels with shape {y.shape} broadcast to {pair}, "
+            f"a pair per combination: give them the same shape, e.g. {name}.reshape(labels.shape)"
+        )
     shape = checks.check_broadcast(
         **{name: s, "labels": y, "sample_weight": sample_weight, "where": where}
     )
+    if shape != pair:
+        raise ValueError(
+            f"sample_weight and where must broadcast to the shape of {name} and labels, "
+            f"{pair}, without adding axes; got sample_weight {jnp.shape(sample_weight)}, "
+            f"where {jnp.shape(where)}"
+        )
     s, y = jnp.broadcast_to(s, shape).reshape(-1), jnp.broadcast_to(y, shape).reshape(-1)
     w = None if sample_weight is None else jnp.broadcast_to(sample_weight, shape).reshape(-1)
     kept = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), shape).reshape(-1)
@@ -215,21 +227,20 @@ def precision_recall_curve(
 
     Returns ``(precision, recall, thresholds)``: precision and recall of
     static length ``n + 1``, thresholds of length ``n``, thresholds increasing,
-    and the last point ``(1, 0)`` without a threshold. Thresholds below the
-    first that reaches full recall repeat that point, as do tied, masked and
-    zero-weight entries, so the curve drawn is exactly scikit-learn's
+    and the last point ``(1, 0)`` without a threshold. Tied, masked and
+    zero-weight entries repeat a point, so the curve drawn is exactly scikit-learn's
     ``precision_recall_curve``, and ``-sum(diff(recall) * precision[:-1])``
     is :func:`average_precision`.
     """
     r = _rank(*_prepare(scores, labels, sample_weight, where))
     precision = _divide(r.tp, r.tp + r.fp)
     recall = r.tp / r.tp[-1]
-    # past the first point at full recall, scikit-learn stops: repeat that point
-    full = jnp.argmax(r.tp >= r.tp[-1])
-    after = jnp.arange(r.tp.size) > full
-    precision = jnp.where(after, precision[full], precision)
-    recall = jnp.where(after, recall[full], recall)
-    thresholds = jnp.where(after, r.scores[full], r.scores)
+    # Dropped entries sort last, at -inf: they repeat the last kept point.
+    kept = jnp.isfinite(r.scores) | (r.scores > 0)
+    last = jnp.max(jnp.where(kept, jnp.arange(r.tp.size), 0))
+    past = jnp.arange(r.tp.size) > last
+    precision = jnp.where(past, precision[last], precision)
+    thresholds = jnp.where(past, r.scores[last], r.scores)
     one = jnp.ones(1, precision.dtype)
     return (
         jnp.concatenate([precision[::-1], one]),
