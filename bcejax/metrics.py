@@ -183,7 +183,7 @@ def average_precision(
 ) -> jax.Array:
     r"""Average precision, as scikit-learn's ``average_precision_score``.
 
-    .. math:: AP = \\sum_n (R_n - R_{n-1}) P_n
+    .. math:: AP = \sum_n (R_n - R_{n-1}) P_n
 
     over the distinct scores in decreasing order (no interpolation). 0 when
     there is no positive (scikit-learn's value).
@@ -513,7 +513,7 @@ def expected_calibration_error(
 ) -> jax.Array:
     r"""Expected calibration error of the positive class, over equal-width bins.
 
-    .. math:: ECE = \\sum_b \\frac{W_b}{W} \\left| \\bar y_b - \\bar p_b \\right|
+    .. math:: ECE = \sum_b \frac{W_b}{W} \left| \bar y_b - \bar p_b \right|
 
     with the bins of :func:`reliability_diagram` (scikit-learn's
     ``calibration_curve``), weighted by ``sample_weight``.
