@@ -1,0 +1,443 @@
+"""What the three examples share: sharded training with a bcejax loss, evaluation, outputs.
+
+* Devices: a 1-D ``jax.sharding`` mesh over every device, axis ``"data"``; each
+  batch is split across it and the parameters are replicated, so the same code
+  runs on one CPU, several GPUs or a TPU slice (``--distributed`` calls
+  ``jax.distributed.initialize()`` first, for several hosts). A batch that
+  does not split evenly is padded and the padding masked with ``where``.
+* Training: an optax optimizer in a jitted step, tqdm progress bars, a
+  validation pass per epoch with ``bcejax.metrics``, early stopping on the
+  validation loss (the best parameters are kept), orbax checkpoints every
+  epoch, and ``--resume`` to continue an interrupted run where it stopped.
+* A NaN or infinite training loss stops the run with the step and the likely
+  causes.
+* Outputs in ``--out``: ``metrics.json`` (with a ``"test"`` object), and PNG
+  plots of the loss curves, and for classifiers the ROC and PR curves and the
+  reliability diagram before and after temperature scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from bcejax import calibration, metrics
+
+Batch = dict[str, np.ndarray]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def arguments(description: str, *, epochs: int, batch_size: int, lr: float, patience: int = 3):
+    """The command line every example shares; examples add their own options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    parser.add_argument("--patience", type=int, default=patience, help="early-stopping epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/<example>/")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
+    parser.add_argument(
+        "--distributed", action="store_true", help="call jax.distributed.initialize() first"
+    )
+    return parser
+
+
+@dataclasses.dataclass
+class Task:
+    """An example's model, loss and data, as the shared loop needs them.
+
+    ``loss`` is a bcejax loss callable, called as ``loss(logits, labels,
+    where=mask)``; ``splits`` holds ``"train"``, ``"val"`` and ``"test"``
+    dicts of NumPy arrays with ``"x"`` and ``"y"``; ``kind`` is
+    ``"classifier"`` (one logit per example) or ``"segmentation"``.
+    """
+
+    name: str
+    model: nnx.Module
+    loss: Callable[..., jax.Array]
+    splits: dict[str, Batch]
+    kind: str = "classifier"
+    loss_name: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Devices and batches.
+# ---------------------------------------------------------------------------
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device (all hosts' after ``jax.distributed.initialize``)."""
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def _batches(size: int, batch_size: int, rng: np.random.Generator | None):
+    """Index arrays of at most ``batch_size``; shuffled when ``rng`` is given."""
+    order = np.arange(size) if rng is None else rng.permutation(size)
+    return [order[i : i + batch_size] for i in range(0, size, batch_size)]
+
+
+def _device_batch(mesh, data: Batch, index: np.ndarray, batch_size: int):
+    """``(x, y, mask)`` padded to ``batch_size`` and sharded over the mesh's data axis."""
+    pad = batch_size - index.size
+    mask = np.concatenate([np.ones(index.size, bool), np.zeros(pad, bool)])
+    index = np.concatenate([index, np.zeros(pad, index.dtype)])
+    sharding = NamedSharding(mesh, P("data"))
+
+    def put(array):
+        return jax.make_array_from_process_local_data(sharding, np.asarray(array))
+
+    return put(data["x"][index]), put(data["y"][index]), put(mask)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+# ---------------------------------------------------------------------------
+# The jitted steps.
+# ---------------------------------------------------------------------------
+
+
+def _mask_like(mask, logits):
+    """The per-example mask broadcast to the logits (per pixel for segmentation)."""
+    return mask.reshape(mask.shape + (1,) * (logits.ndim - mask.ndim))
+
+
+def _steps(graphdef, loss_fn, optimizer):
+    def forward(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss_of(params, x, y, mask):
+        logits = forward(params, x)
+        where = jnp.broadcast_to(_mask_like(mask, logits), logits.shape)
+        return loss_fn(logits, y, where=where)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y, mask):
+        loss, grads = jax.value_and_grad(loss_of)(params, x, y, mask)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    @jax.jit
+    def eval_step(params, x, y, mask):
+        logits = forward(params, x)
+        where = jnp.broadcast_to(_mask_like(mask, logits), logits.shape)
+        return loss_fn(logits, y, where=where), logits
+
+    return train_step, eval_step
+
+
+def predict(task: Task, params, eval_step, mesh, data: Batch, batch_size: int):
+    """``(mean loss, logits)`` over a split, in order (padding dropped)."""
+    losses, weights, outputs = [], [], []
+    for index in _batches(len(data["y"]), batch_size, None):
+        x, y, mask = _device_batch(mesh, data, index, batch_size)
+        loss, logits = eval_step(params, x, y, mask)
+        losses.append(float(loss))
+        weights.append(index.size)
+        outputs.append(np.asarray(logits)[: index.size])
+    return float(np.average(losses, weights=weights)), np.concatenate(outputs)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints.
+# ---------------------------------------------------------------------------
+
+
+def _checkpointer(directory: Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(directory.resolve(), options=options)
+
+
+def _restore(manager: ocp.CheckpointManager, template: dict[str, Any]) -> dict[str, Any]:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+
+
+# ---------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------
+
+
+def _check_finite(losses: list, first_step: int, epoch: int, lr: float) -> None:
+    """Raises :class:`NonFiniteLossError` naming the first step whose loss is not finite."""
+    values = np.asarray(jax.device_get(losses), np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        raise NonFiniteLossError(
+            f"the training loss is {values[bad[0]]} at step {step} (epoch {epoch + 1}). "
+            "Likely causes: a learning "
+            f"rate too high for this model (--lr {lr:g}; try a tenth), NaN or inf in the "
+            "inputs, or labels outside [0, 1] (wrap the step in bcejax.checked to find them)"
+        )
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Runs an example's ``main``; a non-finite loss ends it with its message and exit code 1."""
+    try:
+        main()
+    except NonFiniteLossError as error:
+        raise SystemExit(f"training stopped: {error}") from None
+
+
+def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransformation) -> dict:
+    """Trains ``task.model`` with early stopping; returns the history and the best parameters."""
+    if args.distributed:
+        jax.distributed.initialize()
+    out = args.out or Path("runs") / task.name
+    out.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh()
+    devices = jax.device_count()
+    batch_size = _round_up(args.batch_size, devices)
+    graphdef, params = nnx.split(task.model)
+    replicated = NamedSharding(mesh, P())
+    params = jax.device_put(params, replicated)
+    opt_state = jax.device_put(optimizer.init(params), replicated)
+    train_step, eval_step = _steps(graphdef, task.loss, optimizer)
+
+    state = {
+        "params": params,
+        "opt_state": opt_state,
+        "best_params": params,
+        "epoch": np.asarray(0, np.int32),
+        "step": np.asarray(0, np.int32),
+        "best_val_loss": np.asarray(np.inf),
+        "bad_epochs": np.asarray(0, np.int32),
+        "train_loss": np.full(args.epochs, np.nan),
+        "val_loss": np.full(args.epochs, np.nan),
+        "val_auc": np.full(args.epochs, np.nan),
+    }
+    manager = _checkpointer(out / "checkpoints")
+    if args.resume and manager.latest_step() is not None:
+        state = _restore(manager, state)
+        for key in ("train_loss", "val_loss", "val_auc"):  # to this run's --epochs
+            saved = np.asarray(state[key])[: args.epochs]
+            state[key] = np.concatenate([saved, np.full(args.epochs - saved.size, np.nan)])
+        state["params"] = jax.device_put(state["params"], replicated)
+        state["opt_state"] = jax.device_put(state["opt_state"], replicated)
+        print(f"resumed from the checkpoint after epoch {int(state['epoch'])}")
+    elif not args.resume and manager.latest_step() is not None:
+        for step in list(manager.all_steps()):
+            manager.delete(step)
+
+    train, val = task.splits["train"], task.splits["val"]
+    rng = np.random.default_rng(args.seed)
+    for _ in range(int(state["epoch"])):  # the same shuffles as an uninterrupted run
+        rng.permutation(len(train["y"]))
+    start = time.perf_counter()
+    for epoch in range(int(state["epoch"]), args.epochs):
+        if int(state["bad_epochs"]) >= args.patience:
+            break
+        batches = _batches(len(train["y"]), batch_size, rng)
+        losses, sizes = [], []
+        first_step = int(state["step"])
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
+        params, opt_state = state["params"], state["opt_state"]
+        for i, index in enumerate(bar):
+            x, y, mask = _device_batch(mesh, train, index, batch_size)
+            params, opt_state, loss = train_step(params, opt_state, x, y, mask)
+            losses.append(loss)
+            sizes.append(index.size)
+            if i % 20 == 19:
+                _check_finite(losses, first_step, epoch, args.lr)
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        _check_finite(losses, first_step, epoch, args.lr)
+        train_loss = float(np.average(jax.device_get(losses), weights=sizes))
+        val_loss, val_logits = predict(task, params, eval_step, mesh, val, batch_size)
+        val_auc = _auc(task, val_logits, val["y"])
+        improved = val_loss < float(state["best_val_loss"])
+        state.update(
+            params=params,
+            opt_state=opt_state,
+            best_params=params if improved else state["best_params"],
+            epoch=np.asarray(epoch + 1, np.int32),
+            step=np.asarray(first_step + len(batches), np.int32),
+            best_val_loss=np.asarray(min(val_loss, float(state["best_val_loss"]))),
+            bad_epochs=np.asarray(0 if improved else int(state["bad_epochs"]) + 1, np.int32),
+        )
+        state["train_loss"][epoch], state["val_loss"][epoch] = train_loss, val_loss
+        state["val_auc"][epoch] = val_auc
+        manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+        print(
+            f"epoch {epoch + 1:>3}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val {'AUC' if task.kind == 'classifier' else 'IoU'} {val_auc:.4f}"
+            + ("" if improved else f"  (no improvement {int(state['bad_epochs'])})")
+        )
+    manager.close()
+    state["seconds"] = time.perf_counter() - start
+    state["mesh"], state["eval_step"], state["batch_size"], state["out"] = (
+        mesh,
+        eval_step,
+        batch_size,
+        out,
+    )
+    return state
+
+
+def _auc(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
+    if task.kind == "classifier":
+        return float(metrics.roc_auc(logits, labels))
+    return float(metrics.iou_score(logits, labels, threshold=0.0))
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and outputs.
+# ---------------------------------------------------------------------------
+
+
+def evaluate(task: Task, state: dict) -> dict:
+    """Test metrics of the best parameters; plots; ``metrics.json``. Returns the metrics."""
+    out: Path = state["out"]
+    args = state["mesh"], state["batch_size"]
+    params = state["best_params"]
+    results: dict[str, Any] = {"example": task.name, "loss": task.loss_name}
+    logits = {}
+    for split in ("val", "test"):
+        loss, logits[split] = predict(
+            task, params, state["eval_step"], args[0], task.splits[split], args[1]
+        )
+        results[f"{split}_loss"] = loss
+    y_test = task.splits["test"]["y"]
+    if task.kind == "classifier":
+        temperature = float(calibration.fit_temperature(logits["val"], task.splits["val"]["y"]))
+        x = logits["test"]
+        results["test"] = {
+            "roc_auc": float(metrics.roc_auc(x, y_test)),
+            "average_precision": float(metrics.average_precision(x, y_test)),
+            "f1": float(metrics.f1_score(x, y_test, threshold=0.0)),
+            "log_loss": float(metrics.log_loss(x, y_test, from_logits=True)),
+            "ece": float(metrics.expected_calibration_error(x, y_test, from_logits=True)),
+            "ece_after_temperature_scaling": float(
+                metrics.expected_calibration_error(x / temperature, y_test, from_logits=True)
+            ),
+            "temperature": temperature,
+        }
+        _plot_classifier(out, x, y_test, temperature)
+    else:
+        results["test"] = {
+            "iou": float(metrics.iou_score(logits["test"], y_test, threshold=0.0)),
+            "dice": float(metrics.dice_score(logits["test"], y_test, threshold=0.0)),
+        }
+        _plot_segmentation(out, task.splits["test"]["x"], y_test, logits["test"])
+    results["epochs"] = int(state["epoch"])
+    results["train_seconds"] = round(state["seconds"], 1)
+    results["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    results["history"] = {
+        key: [None if math.isnan(v) else v for v in np.asarray(state[key]).tolist()]
+        for key in ("train_loss", "val_loss", "val_auc")
+    }
+    _plot_losses(out, state)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    _print_summary(results)
+    return results
+
+
+def _print_summary(results: dict) -> None:
+    test = results["test"]
+    print(f"\n{results['example']} ({results['loss']}), test split, {results['devices']}:")
+    for key, value in test.items():
+        print(f"  {key:<32} {value:.4f}")
+    print(f"  {'epochs':<32} {results['epochs']}")
+    print(f"  {'training seconds':<32} {results['train_seconds']}")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_losses(out: Path, state: dict) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = np.arange(1, len(state["train_loss"]) + 1)
+    ax.plot(epochs, state["train_loss"], "o-", label="train")
+    ax.plot(epochs, state["val_loss"], "o-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_classifier(out: Path, logits, labels, temperature: float) -> None:
+    plt = _pyplot()
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(9, 4))
+    fpr, tpr, _ = metrics.roc_curve(logits, labels)
+    roc.plot(fpr, tpr)
+    roc.plot([0, 1], [0, 1], ":", color="gray")
+    roc.set(xlabel="false positive rate", ylabel="true positive rate")
+    roc.set_title(f"ROC, AUC {float(metrics.roc_auc(logits, labels)):.3f}")
+    precision, recall, _ = metrics.precision_recall_curve(logits, labels)
+    pr.step(recall, precision, where="post")
+    pr.set(xlabel="recall", ylabel="precision")
+    pr.set_title(f"precision-recall, AP {float(metrics.average_precision(logits, labels)):.3f}")
+    fig.tight_layout()
+    fig.savefig(out / "roc_pr.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="gray")
+    for scale, name in ((1.0, "before"), (temperature, f"after, T = {temperature:.2f}")):
+        bins = metrics.reliability_diagram(logits / scale, labels, n_bins=10, from_logits=True)
+        full = np.asarray(bins.weight) > 0
+        ece = float(metrics.expected_calibration_error(logits / scale, labels, from_logits=True))
+        ax.plot(
+            np.asarray(bins.prob_pred)[full],
+            np.asarray(bins.prob_true)[full],
+            "o-",
+            label=f"{name} (ECE {ece:.3f})",
+        )
+    ax.set(xlabel="mean predicted probability", ylabel="fraction of positives")
+    ax.set_title("reliability, temperature scaling")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_segmentation(out: Path, images, masks, logits, count: int = 6) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(3, count, figsize=(2 * count, 6.2))
+    for i in range(count):
+        image = images[i, ..., 0] if images.ndim == 4 else images[i]
+        for row, (title, overlay) in enumerate(
+            (("image", None), ("mask", masks[i]), ("prediction", logits[i] > 0))
+        ):
+            axes[row, i].imshow(image, cmap="gray")
+            if overlay is not None:
+                shown = np.ma.masked_where(~np.asarray(overlay, bool), overlay)
+                axes[row, i].imshow(shown, cmap="autumn", alpha=0.6, vmin=0, vmax=1)
+            axes[row, i].set_axis_off()
+            if i == 0:
+                axes[row, i].set_title(title, loc="left", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "overlays.png", dpi=80)
+    plt.close(fig)
