@@ -69,8 +69,10 @@ class Task:
 
     ``loss`` is a bcejax loss callable, called as ``loss(logits, labels,
     where=mask)``; ``splits`` holds ``"train"``, ``"val"`` and ``"test"``
-    dicts of NumPy arrays with ``"x"`` and ``"y"``; ``kind`` is
-    ``"classifier"`` (one logit per example) or ``"segmentation"``.
+    dicts of NumPy arrays with ``"x"`` (an array, or a dict of arrays with
+    the examples along their first axis) and ``"y"``; ``kind`` is
+    ``"classifier"`` (one logit per example) or ``"segmentation"``;
+    ``augment(x, rng)``, if given, transforms each training batch's inputs.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Task:
     splits: dict[str, Batch]
     kind: str = "classifier"
     loss_name: str = ""
+    augment: Callable[[Any, np.random.Generator], Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -88,7 +91,9 @@ class Task:
 
 def make_mesh() -> jax.sharding.Mesh:
     """A 1-D mesh over every device (all hosts' after ``jax.distributed.initialize``)."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    # Auto axes: XLA places the replicated parameters' all-reduces and gathers itself.
+    auto = (jax.sharding.AxisType.Auto,)
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=auto)
 
 
 def _batches(size: int, batch_size: int, rng: np.random.Generator | None):
@@ -107,7 +112,8 @@ def _device_batch(mesh, data: Batch, index: np.ndarray, batch_size: int):
     def put(array):
         return jax.make_array_from_process_local_data(sharding, np.asarray(array))
 
-    return put(data["x"][index]), put(data["y"][index]), put(mask)
+    x = jax.tree.map(lambda array: put(array[index]), data["x"])  # an array or a dict of them
+    return x, put(data["y"][index]), put(mask)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -243,20 +249,22 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
             manager.delete(step)
 
     train, val = task.splits["train"], task.splits["val"]
-    rng = np.random.default_rng(args.seed)
-    for _ in range(int(state["epoch"])):  # the same shuffles as an uninterrupted run
-        rng.permutation(len(train["y"]))
     start = time.perf_counter()
     for epoch in range(int(state["epoch"]), args.epochs):
         if int(state["bad_epochs"]) >= args.patience:
             break
+        # Seeded by epoch, so a resumed run draws what an uninterrupted one would.
+        rng = np.random.default_rng([args.seed, epoch])
         batches = _batches(len(train["y"]), batch_size, rng)
         losses, sizes = [], []
         first_step = int(state["step"])
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         params, opt_state = state["params"], state["opt_state"]
         for i, index in enumerate(bar):
-            x, y, mask = _device_batch(mesh, train, index, batch_size)
+            batch = {"x": jax.tree.map(lambda a, i=index: a[i], train["x"]), "y": train["y"][index]}
+            if task.augment is not None:
+                batch["x"] = task.augment(batch["x"], rng)
+            x, y, mask = _device_batch(mesh, batch, np.arange(index.size), batch_size)
             params, opt_state, loss = train_step(params, opt_state, x, y, mask)
             losses.append(loss)
             sizes.append(index.size)

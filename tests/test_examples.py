@@ -97,3 +97,35 @@ def test_non_finite_loss_stops_the_run_with_the_step(tmp_path):
     assert "training stopped: the training loss is nan at step" in result.stderr
     assert "learning rate" in result.stderr
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_sentiment_quick(tmp_path):
+    run_example("sentiment", tmp_path, "--quick")
+    metrics = read_metrics(tmp_path)
+    assert CLASSIFIER_KEYS <= set(metrics["test"])
+    assert all(math.isfinite(v) for v in metrics["test"].values())
+    assert metrics["test"]["roc_auc"] > 0.75  # a full run reaches 0.87
+    assert (tmp_path / "roc_pr.png").exists()
+
+
+def test_sentiment_squared_error_loss(tmp_path):
+    run_example("sentiment", tmp_path, "--quick", "--loss", "mse", "--epochs", "1")
+    assert read_metrics(tmp_path)["loss"] == "mse"
+
+
+def test_quickstart_notebook_runs(monkeypatch):
+    """Every code cell of the notebook, in order, in one namespace (as a kernel runs them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setattr("matplotlib.pyplot.show", lambda *a, **k: None)
+    notebook = json.loads((ROOT / "examples" / "quickstart.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+    rows = namespace["rows"]
+    assert set(rows) == {"BCE", "focal (alpha 0.25, gamma 2)"}
+    for row in rows.values():
+        assert float(row["ROC-AUC"]) > 0.88
+        assert float(row["ECE, temperature-scaled"]) < 0.1
