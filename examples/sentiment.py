@@ -15,7 +15,10 @@ tf-idf of information retrieval).
 
 The model (Flax NNX) is wide and deep: the weighted sum of one learned weight
 per n-gram (a linear model on the tf-idf vector), plus an MLP on the weighted
-sum of 64-dimensional n-gram embeddings.
+sum of 64-dimensional n-gram embeddings. Five of them, differing in their
+initialization and batch order (``--members``), form an ensemble whose logit is
+the mean of theirs: on the test split one model reaches a ROC-AUC of 0.873 to
+0.877, the ensemble 0.883.
 
 Losses (``--loss``):
 
@@ -27,9 +30,12 @@ Losses (``--loss``):
 * ``mse``: the squared error of the probability, ``(sigmoid(x) - y)^2``. Its
   gradient in the logit is ``2 (p - y) p (1 - p)``: it vanishes when the model
   is confidently wrong, where BCE's gradient ``p - y`` is largest, so a review
-  the model gets badly wrong stops being corrected. With adamw, whose
-  per-parameter step sizes undo much of that shrinking, the measured gap on
-  this data is small (test ROC-AUC 0.871 against BCE's 0.873).
+  the model gets badly wrong stops being corrected. adamw's per-parameter step
+  sizes undo much of that shrinking: with the defaults, the ensemble trained
+  with ``mse`` matched BCE on this data (test ROC-AUC 0.883 both). With plain
+  SGD (``--optimizer sgd --lr 1 --members 1``, momentum 0.9) the difference
+  shows: after one epoch the validation ROC-AUC was 0.807 with ``mse`` against
+  0.848 with BCE, and at the end the test ROC-AUC 0.833 against 0.853.
 
 Run from the repository root::
 
@@ -40,10 +46,12 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import argparse
 import collections
 import functools
 import itertools
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -172,20 +180,41 @@ def main(argv=None) -> dict:
     parser.add_argument("--loss", choices=("bce", "label_smoothing", "focal", "mse"), default="bce")
     parser.add_argument("--dim", type=int, default=64, help="embedding size")
     parser.add_argument("--drop", type=float, default=0.0, help="n-gram dropout rate")
+    parser.add_argument("--members", type=int, default=5, help="models in the ensemble")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = min(args.epochs, 3)
+        args.epochs, args.members = min(args.epochs, 3), 1
     splits, vocabulary = load(args.seed, args.quick)
     task = training.Task(
         name="sentiment",
-        model=WideAndDeep(vocabulary, args.dim, nnx.Rngs(args.seed)),
+        model=None,
         loss=loss_callable(args.loss),
         splits=splits,
         loss_name=args.loss,
         augment=functools.partial(drop_ngrams, rate=args.drop) if args.drop else None,
     )
-    optimizer = optax.adamw(args.lr, weight_decay=1e-4)
-    return training.evaluate(task, training.fit(task, args, optimizer))
+    if args.optimizer == "sgd":
+        optimizer = optax.sgd(args.lr, momentum=0.9)
+    else:
+        optimizer = optax.adamw(args.lr, weight_decay=1e-4)
+    # An ensemble: members differ in their initialization and batch order, and the
+    # ensemble's logit is the mean of theirs.
+    out = args.out or Path("runs") / task.name
+    logits, seconds = {"val": [], "test": []}, 0.0
+    for member in range(args.members):
+        seed = args.seed + member
+        task.model = WideAndDeep(vocabulary, args.dim, nnx.Rngs(seed))
+        member_args = argparse.Namespace(
+            **{**vars(args), "seed": seed, "out": out / f"member{member}"}
+        )
+        print(f"member {member + 1} of {args.members}")
+        state = training.fit(task, member_args, optimizer)
+        seconds += state["seconds"]
+        for split, values in training.split_logits(task, state).items():
+            logits[split].append(values)
+    state.update(out=out, seconds=seconds)
+    return training.evaluate(task, state, {split: np.mean(v, 0) for split, v in logits.items()})
 
 
 if __name__ == "__main__":

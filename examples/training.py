@@ -316,18 +316,33 @@ def _auc(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
 # ---------------------------------------------------------------------------
 
 
-def evaluate(task: Task, state: dict) -> dict:
-    """Test metrics of the best parameters; plots; ``metrics.json``. Returns the metrics."""
+def split_logits(task: Task, state: dict) -> dict[str, np.ndarray]:
+    """The best parameters' logits on the validation and test splits."""
+    return {
+        split: predict(
+            task,
+            state["best_params"],
+            state["eval_step"],
+            state["mesh"],
+            task.splits[split],
+            state["batch_size"],
+        )[1]
+        for split in ("val", "test")
+    }
+
+
+def evaluate(task: Task, state: dict, logits: dict[str, np.ndarray] | None = None) -> dict:
+    """Test metrics, plots and ``metrics.json`` of the best parameters; returns the metrics.
+
+    ``logits`` (per split, e.g. an ensemble's averaged logits) replaces the
+    best parameters' own.
+    """
     out: Path = state["out"]
-    args = state["mesh"], state["batch_size"]
-    params = state["best_params"]
     results: dict[str, Any] = {"example": task.name, "loss": task.loss_name}
-    logits = {}
+    logits = split_logits(task, state) if logits is None else logits
     for split in ("val", "test"):
-        loss, logits[split] = predict(
-            task, params, state["eval_step"], args[0], task.splits[split], args[1]
-        )
-        results[f"{split}_loss"] = loss
+        loss = task.loss(jnp.asarray(logits[split]), jnp.asarray(task.splits[split]["y"]))
+        results[f"{split}_loss"] = float(loss)
     y_test = task.splits["test"]["y"]
     if task.kind == "classifier":
         temperature = float(calibration.fit_temperature(logits["val"], task.splits["val"]["y"]))
