@@ -233,12 +233,12 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
         "bad_epochs": np.asarray(0, np.int32),
         "train_loss": np.full(args.epochs, np.nan),
         "val_loss": np.full(args.epochs, np.nan),
-        "val_auc": np.full(args.epochs, np.nan),
+        "val_score": np.full(args.epochs, np.nan),
     }
     manager = _checkpointer(out / "checkpoints")
     if args.resume and manager.latest_step() is not None:
         state = _restore(manager, state)
-        for key in ("train_loss", "val_loss", "val_auc"):  # to this run's --epochs
+        for key in ("train_loss", "val_loss", "val_score"):  # to this run's --epochs
             saved = np.asarray(state[key])[: args.epochs]
             state[key] = np.concatenate([saved, np.full(args.epochs - saved.size, np.nan)])
         state["params"] = jax.device_put(state["params"], replicated)
@@ -274,7 +274,7 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
         _check_finite(losses, first_step, epoch, args.lr)
         train_loss = float(np.average(jax.device_get(losses), weights=sizes))
         val_loss, val_logits = predict(task, params, eval_step, mesh, val, batch_size)
-        val_auc = _auc(task, val_logits, val["y"])
+        val_score = _score(task, val_logits, val["y"])
         improved = val_loss < float(state["best_val_loss"])
         state.update(
             params=params,
@@ -286,12 +286,12 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
             bad_epochs=np.asarray(0 if improved else int(state["bad_epochs"]) + 1, np.int32),
         )
         state["train_loss"][epoch], state["val_loss"][epoch] = train_loss, val_loss
-        state["val_auc"][epoch] = val_auc
+        state["val_score"][epoch] = val_score
         manager.save(epoch + 1, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
         print(
             f"epoch {epoch + 1:>3}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val {'AUC' if task.kind == 'classifier' else 'IoU'} {val_auc:.4f}"
+            f"val {'AUC' if task.kind == 'classifier' else 'IoU'} {val_score:.4f}"
             + ("" if improved else f"  (no improvement {int(state['bad_epochs'])})")
         )
     manager.close()
@@ -305,7 +305,8 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
     return state
 
 
-def _auc(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
+def _score(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The validation score of an epoch: ROC-AUC for classifiers, IoU for segmentation."""
     if task.kind == "classifier":
         return float(metrics.roc_auc(logits, labels))
     return float(metrics.iou_score(logits, labels, threshold=0.0))
@@ -370,7 +371,7 @@ def evaluate(task: Task, state: dict, logits: dict[str, np.ndarray] | None = Non
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     results["history"] = {
         key: [None if math.isnan(v) else v for v in np.asarray(state[key]).tolist()]
-        for key in ("train_loss", "val_loss", "val_auc")
+        for key in ("train_loss", "val_loss", "val_score")
     }
     _plot_losses(out, state)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -448,7 +449,8 @@ def _plot_classifier(out: Path, logits, labels, temperature: float) -> None:
 
 def _plot_segmentation(out: Path, images, masks, logits, count: int = 6) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(3, count, figsize=(2 * count, 6.2))
+    count = min(count, len(images))
+    fig, axes = plt.subplots(3, count, figsize=(2 * count, 6.2), squeeze=False)
     for i in range(count):
         image = images[i, ..., 0] if images.ndim == 4 else images[i]
         for row, (title, overlay) in enumerate(

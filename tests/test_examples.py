@@ -129,3 +129,15 @@ def test_quickstart_notebook_runs(monkeypatch):
     for row in rows.values():
         assert float(row["ROC-AUC"]) > 0.88
         assert float(row["ECE, temperature-scaled"]) < 0.1
+
+
+def test_segmentation_quick(tmp_path):
+    run_example("segmentation", tmp_path, "--quick")
+    metrics = read_metrics(tmp_path)
+    test = metrics["test"]
+    assert set(test) == {"iou", "dice"}
+    # predicting no foreground gives 0, predicting all of it about 0.075; a full run 0.93
+    assert 0.2 < test["iou"] <= test["dice"] <= 1.0
+    assert metrics["history"]["val_score"][-1] is not None  # the validation IoU per epoch
+    for plot in ("loss_curves.png", "overlays.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
