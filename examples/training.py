@@ -108,9 +108,14 @@ def _device_batch(mesh, data: Batch, index: np.ndarray, batch_size: int):
     mask = np.concatenate([np.ones(index.size, bool), np.zeros(pad, bool)])
     index = np.concatenate([index, np.zeros(pad, index.dtype)])
     sharding = NamedSharding(mesh, P("data"))
+    # Each host feeds its own slice of the global batch (all of it on one host).
+    per_host = batch_size // jax.process_count()
+    rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
 
     def put(array):
-        return jax.make_array_from_process_local_data(sharding, np.asarray(array))
+        array = np.asarray(array)
+        global_shape = (batch_size, *array.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, array[rows], global_shape)
 
     x = jax.tree.map(lambda array: put(array[index]), data["x"])  # an array or a dict of them
     return x, put(data["y"][index]), put(mask)
@@ -261,7 +266,8 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
         params, opt_state = state["params"], state["opt_state"]
         for i, index in enumerate(bar):
-            batch = {"x": jax.tree.map(lambda a, i=index: a[i], train["x"]), "y": train["y"][index]}
+            x = jax.tree.map(lambda array, rows=index: array[rows], train["x"])
+            batch = {"x": x, "y": train["y"][index]}
             if task.augment is not None:
                 batch["x"] = task.augment(batch["x"], rng)
             x, y, mask = _device_batch(mesh, batch, np.arange(index.size), batch_size)

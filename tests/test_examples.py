@@ -63,17 +63,15 @@ def test_spam_quick_writes_sane_outputs(spam_quick):
     assert "roc_auc" in result.stdout  # the printed summary
 
 
-@pytest.mark.parametrize("loss", ["pos_weight", "focal", "asymmetric"])
-def test_spam_losses(tmp_path, loss):
-    run_example("spam", tmp_path, "--quick", "--loss", loss)
+def test_spam_focal_loss(tmp_path):
+    run_example("spam", tmp_path, "--quick", "--loss", "focal")
     metrics = read_metrics(tmp_path)
-    assert metrics["loss"] == loss
+    assert metrics["loss"] == "focal"
     assert metrics["test"]["roc_auc"] > 0.85
 
 
-def test_resume_continues_where_the_run_stopped(tmp_path):
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    run_example("spam", whole, "--quick")
+def test_resume_continues_where_the_run_stopped(tmp_path, spam_quick):
+    whole, parts = spam_quick[0], tmp_path / "parts"
     run_example("spam", parts, "--quick", "--epochs", "2")
     resumed = run_example("spam", parts, "--quick", "--resume")
     assert "resumed from the checkpoint after epoch 2" in resumed.stdout
@@ -100,17 +98,14 @@ def test_non_finite_loss_stops_the_run_with_the_step(tmp_path):
 
 
 def test_sentiment_quick(tmp_path):
-    run_example("sentiment", tmp_path, "--quick")
+    """With the squared-error loss, the one loss that is not a bcejax callable."""
+    run_example("sentiment", tmp_path, "--quick", "--loss", "mse")
     metrics = read_metrics(tmp_path)
+    assert metrics["loss"] == "mse"
     assert CLASSIFIER_KEYS <= set(metrics["test"])
     assert all(math.isfinite(v) for v in metrics["test"].values())
-    assert metrics["test"]["roc_auc"] > 0.75  # a full run reaches 0.87
+    assert metrics["test"]["roc_auc"] > 0.75  # a full run reaches 0.88
     assert (tmp_path / "roc_pr.png").exists()
-
-
-def test_sentiment_squared_error_loss(tmp_path):
-    run_example("sentiment", tmp_path, "--quick", "--loss", "mse", "--epochs", "1")
-    assert read_metrics(tmp_path)["loss"] == "mse"
 
 
 def test_quickstart_notebook_runs(monkeypatch):
