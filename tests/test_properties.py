@@ -401,3 +401,51 @@ def test_per_example_callable_jit_and_grad(name, loss_fn, kind):
     np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
     grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+# ---------------------------------------------------------------------------
+# Losses of a whole batch (one scalar): the same properties where they apply.
+# ---------------------------------------------------------------------------
+
+BATCH_LEVEL = [
+    (
+        "siglip",
+        functools.partial(bcejax.sigmoid_contrastive_loss, logit_scale=4.0, logit_bias=-1.0),
+    ),
+]
+batch_level_ids = [name for name, _ in BATCH_LEVEL]
+
+
+def batch_inputs(dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(6, 4)) / 2
+    return x.astype(dtype), (x + 0.3 * rng.normal(size=(6, 4))).astype(dtype)
+
+
+@pytest.mark.parametrize("name, fn", BATCH_LEVEL, ids=batch_level_ids)
+def test_batch_level_jit_equals_eager_and_dtypes(name, fn):
+    x, y = batch_inputs()
+    value = fn(x, y)
+    assert value.shape == () and value.dtype == np.float32
+    np.testing.assert_allclose(jax.jit(fn)(x, y), value, rtol=1e-6)
+    assert fn(*batch_inputs(np.float64)).dtype == np.float64
+    for dtype in (jnp.bfloat16, jnp.float16):
+        half = fn(jnp.asarray(x, dtype), jnp.asarray(y, dtype))
+        assert half.dtype == dtype
+        np.testing.assert_allclose(float(half), float(value), rtol=2e-2)
+
+
+@pytest.mark.parametrize("name, fn", BATCH_LEVEL, ids=batch_level_ids)
+def test_batch_level_derivatives(name, fn):
+    x, y = batch_inputs(np.float64)
+    forward = jax.jacfwd(fn, argnums=(0, 1))(x, y)
+    reverse = jax.jacrev(fn, argnums=(0, 1))(x, y)
+    for a, b in zip(forward, reverse, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    h = 1e-6
+    step = np.zeros_like(x)
+    step[2, 1] = h
+    finite = (fn(x + step, y) - fn(x - step, y)) / (2 * h)
+    np.testing.assert_allclose(forward[0][2, 1], finite, rtol=1e-7)
+    hessian = jax.hessian(fn)(x, y)
+    assert hessian.shape == x.shape * 2 and np.all(np.isfinite(hessian))

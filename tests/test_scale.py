@@ -1,0 +1,152 @@
+"""bcejax.scale: the SigLIP sigmoid contrastive loss, dense and around a ring of devices.
+
+* The dense loss against a float64 NumPy reference, values and gradients (closed form).
+* Inside ``shard_map`` on 4 simulated devices (this process) and 8 (a subprocess with its
+  own ``XLA_FLAGS``): value and gradients equal to the dense loss's.
+* The sharded program holds blocks of local size only, never the global logits.
+* Dtypes, bad shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import bcejax
+
+ROOT = Path(__file__).resolve().parents[1]
+B, D = 16, 8
+
+
+def problem(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, D)) / np.sqrt(D)
+    y = x + 0.5 * rng.normal(size=(B, D)) / np.sqrt(D)  # positives alike, as after training
+    return x.astype(dtype), y.astype(dtype), 3.0, -2.0
+
+
+def reference(x, y, t, b):
+    """Float64 loss and gradients in x, y, t, b: d loss / d logit_ij = (sigmoid - [i = j]) / B."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    logits = t * x @ y.T + b
+    z = 2 * np.eye(len(x)) - 1
+    loss = np.sum(np.logaddexp(0, -z * logits)) / len(x)
+    g = (np.exp(-np.logaddexp(0, -logits)) - np.eye(len(x))) / len(x)
+    return loss, (t * g @ y, t * g.T @ x, np.sum(g * (x @ y.T)), np.sum(g))
+
+
+def loss_and_grads(fn, x, y, t, b):
+    return jax.value_and_grad(fn, argnums=(0, 1, 2, 3))(x, y, t, b)
+
+
+def dense(x, y, t, b):
+    return bcejax.sigmoid_contrastive_loss(x, y, logit_scale=t, logit_bias=b)
+
+
+def ring_mesh(n):
+    return jax.make_mesh(
+        (n,), ("d",), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,)
+    )
+
+
+def ring(n):
+    def loss(x, y, t, b):
+        return bcejax.sigmoid_contrastive_loss(x, y, logit_scale=t, logit_bias=b, axis_name="d")
+
+    return jax.shard_map(
+        loss, mesh=ring_mesh(n), in_specs=(P("d"), P("d"), P(), P()), out_specs=P()
+    )
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_dense_loss_and_gradients_match_the_reference(jit):
+    x, y, t, b = problem()
+    fn = jax.jit(dense) if jit else dense
+    value, grads = loss_and_grads(fn, x, y, t, b)
+    want, want_grads = reference(x, y, t, b)
+    np.testing.assert_allclose(value, want, rtol=1e-13)
+    for got, expected in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_extreme_logits_stay_finite_and_exact():
+    x, y, _, _ = problem(1)
+    value, grads = loss_and_grads(dense, x, y, 1e4, 0.0)
+    want, want_grads = reference(x, y, 1e4, 0.0)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    np.testing.assert_allclose(grads[0], want_grads[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16])
+def test_low_precision_inputs(dtype):
+    x, y, t, b = problem(2)
+    value = dense(jnp.asarray(x, dtype), jnp.asarray(y, dtype), t, b)
+    assert value.dtype == dtype
+    rtol = 1e-5 if dtype == np.float32 else 2e-2
+    np.testing.assert_allclose(float(value), reference(x, y, t, b)[0], rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ring_of_four_devices_equals_the_dense_loss(dtype):
+    x, y, t, b = problem(3, dtype)
+    value, grads = loss_and_grads(jax.jit(ring(4)), x, y, t, b)
+    dense_value, dense_grads = loss_and_grads(dense, x, y, t, b)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(value, dense_value, rtol=rtol)
+    for got, expected in zip(grads, dense_grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_ring_never_forms_the_global_logits():
+    """Inside the sharded program every logits block is local: (4, 4), never (16, 16)."""
+    x, y, t, b = problem(4, np.float32)
+    text = jax.jit(jax.grad(ring(4), argnums=(0, 1))).lower(x, y, t, b).compile().as_text()
+    assert "f32[4,4]" in text
+    assert "[16,16]" not in text
+    assert "[16,16]" in jax.jit(jax.grad(dense)).lower(x, y, t, b).compile().as_text()
+
+
+def test_ring_of_eight_devices_in_a_subprocess():
+    script = textwrap.dedent(
+        """
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import numpy as np
+        import test_scale as t
+
+        x, y, s, b = t.problem(5)
+        value, grads = t.loss_and_grads(jax.jit(t.ring(8)), x, y, s, b)
+        want, want_grads = t.loss_and_grads(t.dense, x, y, s, b)
+        np.testing.assert_allclose(value, want, rtol=1e-12)
+        for got, expected in zip(grads, want_grads, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+        print("ok", jax.device_count())
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok 8"
+
+
+def test_bad_shapes():
+    x, y, t, b = problem()
+    with pytest.raises(ValueError, match=r"equal shapes, got \(16, 8\) and \(15, 8\)"):
+        dense(x, y[:15], t, b)
+    with pytest.raises(ValueError, match="must both be \\(batch, dim\\)"):
+        dense(x[0], y[0], t, b)
+    with pytest.raises(TypeError, match="x_emb must have a floating dtype"):
+        dense(x.astype(np.int32), y, t, b)
