@@ -23,7 +23,7 @@ from bcejax.multiclass import (
     softmax_focal_loss,
 )
 from bcejax.reduction import reduce_loss
-from bcejax.scale import sigmoid_contrastive_loss
+from bcejax.scale import sigmoid_binary_cross_entropy_with_linear, sigmoid_contrastive_loss
 from bcejax.segmentation import (
     dice_loss,
     jaccard_loss,
@@ -61,6 +61,7 @@ __all__ = [
     "sigmoid_asymmetric_loss",
     "sigmoid_bce_dice_loss",
     "sigmoid_binary_cross_entropy",
+    "sigmoid_binary_cross_entropy_with_linear",
     "sigmoid_contrastive_loss",
     "sigmoid_focal_loss",
     "sigmoid_poly1_loss",

@@ -407,11 +407,19 @@ def test_per_example_callable_jit_and_grad(name, loss_fn, kind):
 # Losses of a whole batch (one scalar): the same properties where they apply.
 # ---------------------------------------------------------------------------
 
+
+def _linear_head(x, y):
+    """The fused head with features ``x``, weight ``y.T`` and fixed soft labels."""
+    labels = np.eye(len(x)) * 0.8 + 0.1
+    return bcejax.sigmoid_binary_cross_entropy_with_linear(x, y.T, None, labels, chunk_size=4)
+
+
 BATCH_LEVEL = [
     (
         "siglip",
         functools.partial(bcejax.sigmoid_contrastive_loss, logit_scale=4.0, logit_bias=-1.0),
     ),
+    ("linear_head", _linear_head),
 ]
 batch_level_ids = [name for name, _ in BATCH_LEVEL]
 

@@ -150,3 +150,120 @@ def test_bad_shapes():
         dense(x[0], y[0], t, b)
     with pytest.raises(TypeError, match="x_emb must have a floating dtype"):
         dense(x.astype(np.int32), y, t, b)
+
+
+# ---------------------------------------------------------------------------
+# The fused classifier head and its BCE.
+# ---------------------------------------------------------------------------
+
+
+def head_problem(seed=0, batch=8, dim=5, labels=10, k=3):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(batch, dim))
+    w = rng.normal(size=(dim, labels))
+    b = rng.normal(size=labels)
+    indices = rng.integers(-1, labels, (batch, k))
+    dense_labels = np.zeros((batch, labels))
+    for row, cols in enumerate(indices):
+        dense_labels[row, cols[cols >= 0]] = 1.0
+    return f, w, b, indices, dense_labels
+
+
+def fused(labels=None, **kwargs):
+    def loss(f, w, b):
+        return bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, labels, **kwargs)
+
+    return loss
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 10, 64])
+@pytest.mark.parametrize("given", ["dense", "indices"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_linear_head_equals_the_materialized_bce(chunk_size, given, reduction):
+    """Chunks that do not divide the labels (the last overlaps) included; with pos_weight."""
+    f, w, b, indices, y = head_problem()
+    pw = np.linspace(0.5, 2.0, 10)
+    kwargs = dict(pos_weight=pw, reduction=reduction, chunk_size=chunk_size)
+    if given == "dense":
+        loss = fused(y, **kwargs)
+    else:
+        loss = fused(positive_indices=indices, **kwargs)
+    callable_ = bcejax.losses.BinaryCrossEntropy(pos_weight=pw, reduction=reduction)
+
+    def naive(f, w, b):
+        return callable_(f @ w + b, y)
+
+    value, grads = loss_and_grads_head(jax.jit(loss), f, w, b)
+    want, want_grads = loss_and_grads_head(naive, f, w, b)
+    np.testing.assert_allclose(value, want, rtol=1e-13)
+    for got, expected in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def loss_and_grads_head(fn, f, w, b):
+    return jax.value_and_grad(fn, argnums=(0, 1, 2))(f, w, b)
+
+
+def test_linear_head_forward_mode_and_soft_labels():
+    f, w, b, _, y = head_problem(1)
+    soft = 0.8 * y + 0.1
+    loss = fused(soft, chunk_size=4)
+
+    def naive(f, w, b):
+        return bcejax.losses.BinaryCrossEntropy()(f @ w + b, soft)
+
+    np.testing.assert_allclose(jax.jacfwd(loss)(f, w, b), jax.grad(naive)(f, w, b), rtol=1e-12)
+    label_grad = jax.grad(
+        lambda s: bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, s, chunk_size=4)
+    )(soft)
+    want = jax.grad(lambda s: bcejax.losses.BinaryCrossEntropy()(f @ w + b, s))(soft)
+    np.testing.assert_allclose(label_grad, want, rtol=1e-12)
+
+
+def test_linear_head_keeps_memory_to_a_chunk():
+    """The compiled value_and_grad's scratch memory: a fraction of the materialized path's."""
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(256, 32)).astype(np.float32)
+    w = (0.1 * rng.normal(size=(32, 8192))).astype(np.float32)
+    b = np.zeros(8192, np.float32)
+    indices = rng.integers(-1, 8192, (256, 4)).astype(np.int32)
+    y = np.zeros((256, 8192), np.float32)
+    for row, cols in enumerate(indices):
+        y[row, cols[cols >= 0]] = 1.0
+    loss = fused(positive_indices=indices, chunk_size=512)
+
+    def naive(f, w, b):
+        return bcejax.losses.BinaryCrossEntropy()(f @ w + b, y)
+
+    def scratch(fn):
+        compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2))).lower(f, w, b).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    logits_bytes = 256 * 8192 * 4
+    assert scratch(naive) >= 2 * logits_bytes  # the logits and their gradient, at least
+    assert scratch(loss) < logits_bytes / 2
+    np.testing.assert_allclose(loss(f, w, b), naive(f, w, b), rtol=1e-5)
+
+
+def test_linear_head_bad_inputs():
+    f, w, b, indices, y = head_problem()
+    with pytest.raises(ValueError, match="must share dim"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w.T, b, y)
+    with pytest.raises(ValueError, match="not both"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, y, positive_indices=indices)
+    with pytest.raises(ValueError, match="not both"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, y, reduction="none")
+    with pytest.raises(ValueError, match=r"bias must have shape \(10,\)"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b[:3], y)
+    with pytest.raises(ValueError, match=r"labels must have shape \(8, 10\)"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, y[:, :4])
+    with pytest.raises(bcejax.InvalidInputError, match="positive_indices"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, positive_indices=indices + 10)
+    with pytest.raises(TypeError, match="positive_indices must have an integer dtype"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(
+            f, w, b, positive_indices=indices.astype(float)
+        )
+    with pytest.raises(bcejax.InvalidInputError, match="labels must be in"):
+        bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, 255 * y)
