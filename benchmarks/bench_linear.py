@@ -38,8 +38,15 @@ def _inputs(batch: int, dim: int, labels: int, k: int = 16):
     return features, weight, bias, indices
 
 
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _measure(path: str, batch: int, dim: int, labels: int, repeats: int, chunk: int) -> dict:
     features, weight, bias, indices = _inputs(batch, dim, labels)
+    if path == "inputs":  # the process with its inputs only: the floor under both paths
+        jax.block_until_ready((features, weight, bias, indices))
+        return {"path": path, "peak_rss_mib": _rss_mib()}
     if path == "materialized":
         rows = jnp.arange(batch)[:, None]
         dense = jnp.zeros((batch, labels), jnp.float32)
@@ -74,7 +81,7 @@ def _measure(path: str, batch: int, dim: int, labels: int, repeats: int, chunk: 
         "median_s": statistics.median(times),
         "compile_s": compile_seconds,
         "scratch_mib": scratch / 2**20,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _rss_mib(),
     }
 
 
@@ -85,7 +92,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=131072)
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--path", choices=("materialized", "fused"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--path", choices=("inputs", "materialized", "fused"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     sizes = (args.batch, args.dim, args.labels, args.repeats, args.chunk)
@@ -93,23 +102,27 @@ def main() -> None:
         print(json.dumps(_measure(args.path, *sizes)))
         return
     rows = []
-    for path in ("materialized", "fused"):
+    for path in ("inputs", "materialized", "fused"):
         command = [sys.executable, __file__, "--path", path]
         command += ["--batch", str(args.batch), "--dim", str(args.dim)]
         command += ["--labels", str(args.labels), "--chunk", str(args.chunk)]
         command += ["--repeats", str(args.repeats)]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    base = rows[0]
+    floor, base = rows[0]["peak_rss_mib"], rows[1]
     print(f"value_and_grad, B={args.batch} D={args.dim} L={args.labels} float32")
-    for row in rows:
+    print(f"process with its inputs only: peak RSS {floor:.0f} MiB")
+    for row in rows[1:]:
         row["time_ratio"] = row["median_s"] / base["median_s"]
         row["scratch_ratio"] = row["scratch_mib"] / base["scratch_mib"]
         row["rss_ratio"] = row["peak_rss_mib"] / base["peak_rss_mib"]
+        row["rss_above_inputs_mib"] = row["peak_rss_mib"] - floor
+        row["rss_above_inputs_ratio"] = row["rss_above_inputs_mib"] / (base["peak_rss_mib"] - floor)
         print(
             f"{row['path']:<13} {row['median_s'] * 1e3:9.0f} ms ({row['time_ratio']:.2f}x)  "
-            f"scratch {row['scratch_mib']:8.0f} MiB ({row['scratch_ratio']:.3f}x)  "
-            f"peak RSS {row['peak_rss_mib']:7.0f} MiB ({row['rss_ratio']:.2f}x)  "
+            f"scratch {row['scratch_mib']:6.0f} MiB ({row['scratch_ratio']:.3f}x)  "
+            f"peak RSS {row['peak_rss_mib']:6.0f} MiB ({row['rss_ratio']:.2f}x; above the "
+            f"inputs {row['rss_above_inputs_mib']:.0f} MiB, {row['rss_above_inputs_ratio']:.3f}x)  "
             f"compile {row['compile_s']:.1f} s  loss {row['loss']:.6f}"
         )
     fields = {
