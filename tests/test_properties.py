@@ -128,13 +128,13 @@ def test_jacfwd_equals_jacrev(name, fn, kind, config):
     def f(p, y):
         return call(fn, config)(p, y)
 
-    for argnum in (0, 1):
-        forward = jax.jacfwd(f, argnums=argnum)(preds, labels)
-        reverse = jax.jacrev(f, argnums=argnum)(preds, labels)
+    for argnum in (0, 1):  # compiled whole: much faster than op-by-op
+        forward = jax.jit(jax.jacfwd(f, argnums=argnum))(preds, labels)
+        reverse = jax.jit(jax.jacrev(f, argnums=argnum))(preds, labels)
         np.testing.assert_allclose(forward, reverse, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
-        jax.hessian(lambda p: jnp.sum(f(p, labels)))(preds),
-        jax.jacrev(jax.jacfwd(lambda p: jnp.sum(f(p, labels))))(preds),
+        jax.jit(jax.hessian(lambda p: jnp.sum(f(p, labels))))(preds),
+        jax.jit(jax.jacrev(jax.jacfwd(lambda p: jnp.sum(f(p, labels)))))(preds),
         rtol=1e-10,
         atol=1e-12,
     )
@@ -323,15 +323,24 @@ def test_per_example_derivatives(name, fn, kind, config):
     def total(p):
         return jnp.sum(call(fn, config)(p, labels))
 
+    # Each transform compiled whole (jit): op-by-op dispatch of these would compile
+    # every small op on its own, which is most of the time of an eager run.
     f = call(fn, config)
     np.testing.assert_allclose(
-        jax.jacfwd(f)(preds, labels), jax.jacrev(f)(preds, labels), rtol=1e-10, atol=1e-12
+        jax.jit(jax.jacfwd(f))(preds, labels),
+        jax.jit(jax.jacrev(f))(preds, labels),
+        rtol=1e-10,
+        atol=1e-12,
     )
     np.testing.assert_allclose(
-        jax.hessian(total)(preds), jax.jacrev(jax.jacfwd(total))(preds), rtol=1e-9, atol=1e-12
+        jax.jit(jax.hessian(total))(preds),
+        jax.jit(jax.jacrev(jax.jacfwd(total)))(preds),
+        rtol=1e-9,
+        atol=1e-12,
     )
     # Central differences in float64 (Lovász and hinge are piecewise linear: no kink here).
-    grad = np.asarray(jax.grad(total)(preds)).ravel()
+    grad = np.asarray(jax.jit(jax.grad(total))(preds)).ravel()
+    total = jax.jit(total)
     h = 1e-6
     for i in np.random.default_rng(5).choice(preds.size, 6, replace=False):
         step = np.zeros(preds.size)
@@ -446,8 +455,8 @@ def test_batch_level_jit_equals_eager_and_dtypes(name, fn):
 @pytest.mark.parametrize("name, fn", BATCH_LEVEL, ids=batch_level_ids)
 def test_batch_level_derivatives(name, fn):
     x, y = batch_inputs(np.float64)
-    forward = jax.jacfwd(fn, argnums=(0, 1))(x, y)
-    reverse = jax.jacrev(fn, argnums=(0, 1))(x, y)
+    forward = jax.jit(jax.jacfwd(fn, argnums=(0, 1)))(x, y)
+    reverse = jax.jit(jax.jacrev(fn, argnums=(0, 1)))(x, y)
     for a, b in zip(forward, reverse, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     h = 1e-6
@@ -455,5 +464,5 @@ def test_batch_level_derivatives(name, fn):
     step[2, 1] = h
     finite = (fn(x + step, y) - fn(x - step, y)) / (2 * h)
     np.testing.assert_allclose(forward[0][2, 1], finite, rtol=1e-7)
-    hessian = jax.hessian(fn)(x, y)
+    hessian = jax.jit(jax.hessian(fn))(x, y)
     assert hessian.shape == x.shape * 2 and np.all(np.isfinite(hessian))
