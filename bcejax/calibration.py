@@ -168,15 +168,14 @@ def best_threshold(
         raise ValueError(f"metric must be one of {_THRESHOLD_METRICS}, got {metric!r}")
     r = metrics._rank(*metrics._prepare(scores, labels, sample_weight, where))
     tp, fp = r.tp, r.fp
-    positives, negatives = tp[-1], fp[-1]
-    fn, tn = positives - tp, negatives - fp
+    # The confusion counts at every threshold, and the metrics' own formulas on them.
+    rates = metrics._rates(metrics._Counts(fp[-1] - fp, fp, tp[-1] - tp, tp))
     if metric == "f1":
-        value = metrics._divide(2 * tp, 2 * tp + fp + fn)
+        value = rates["f1_score"]
     elif metric == "youden":
-        value = metrics._divide(tp, positives) - metrics._divide(fp, negatives)
+        value = rates["recall"] - metrics._divide(fp, fp[-1])
     else:
-        den = (tp + fp) * positives * negatives * (tn + fn)
-        value = metrics._divide(tp * tn - fp * fn, jnp.sqrt(den))
+        value = rates["matthews_corrcoef"]
     candidate = r.is_last & jnp.isfinite(r.scores)
     best = jnp.argmax(jnp.where(candidate, value, -jnp.inf))
     return r.scores[best], value[best]

@@ -191,12 +191,15 @@ def _restore(manager: ocp.CheckpointManager, template: dict[str, Any]) -> dict[s
 # ---------------------------------------------------------------------------
 
 
-def _check_finite(losses: list, first_step: int, epoch: int, lr: float) -> None:
-    """Raises :class:`NonFiniteLossError` naming the first step whose loss is not finite."""
-    values = np.asarray(jax.device_get(losses), np.float64)
+def _check_finite(losses: list, first_step: int, epoch: int, lr: float, start: int = 0) -> None:
+    """Raises :class:`NonFiniteLossError` naming the first step whose loss is not finite.
+
+    Only ``losses[start:]`` are fetched from the device: the earlier ones were checked.
+    """
+    values = np.asarray(jax.device_get(losses[start:]), np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        step = first_step + int(bad[0]) + 1
+        step = first_step + start + int(bad[0]) + 1
         raise NonFiniteLossError(
             f"the training loss is {values[bad[0]]} at step {step} (epoch {epoch + 1}). "
             "Likely causes: a learning "
@@ -275,9 +278,9 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
             losses.append(loss)
             sizes.append(index.size)
             if i % 20 == 19:
-                _check_finite(losses, first_step, epoch, args.lr)
+                _check_finite(losses, first_step, epoch, args.lr, start=i - 19)
                 bar.set_postfix(loss=f"{float(loss):.4f}")
-        _check_finite(losses, first_step, epoch, args.lr)
+        _check_finite(losses, first_step, epoch, args.lr, start=len(losses) // 20 * 20)
         train_loss = float(np.average(jax.device_get(losses), weights=sizes))
         val_loss, val_logits = predict(task, params, eval_step, mesh, val, batch_size)
         val_score = _score(task, val_logits, val["y"])
