@@ -477,7 +477,7 @@ def _shifted(x, axis):
     # An entry equal to its row's max shifts to exactly 0, so a row holding +inf
     # gives 0 there and -inf elsewhere instead of inf - inf = NaN, and a row of
     # -inf (every class masked) is uniform instead of NaN.
-    m = jnp.max(x, axis, keepdims=True)
+    m = jnp.max(x, axis, keepdims=True, initial=-jnp.inf)  # an empty row: -inf
     shifted = jnp.where(x == m, 0, x - m)
     return m, shifted, jnp.log(jnp.sum(jnp.exp(shifted), axis, keepdims=True))
 
@@ -536,7 +536,7 @@ def _xent_shift(x, m):
 
 def _xent_parts(with_target, x, labels, u, v):
     """The loss per row, and ``(exp(shift), sum of it, sum of the coefficients)``."""
-    m = _finite(jnp.max(x, -1, keepdims=True))
+    m = _finite(jnp.max(x, -1, keepdims=True, initial=-jnp.inf))
     # One min only for exp (a -inf entry gives exp(-inf) = 0): the second costs a
     # quarter of the time on CPU. A row of -inf sums to 0; its log is taken as 0.
     e = jnp.exp(jnp.minimum(x, jnp.finfo(x.dtype).max) - m)

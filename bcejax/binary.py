@@ -32,12 +32,12 @@ def _prepare(preds, labels, *, name, from_logits, **config):
     labels = jnp.asarray(labels)
     checks.check_broadcast(**{name: preds, "labels": labels}, **config)
     if from_logits:
-        checks.check_logits(preds, name)
+        preds = checks.check_logits(preds, name)
     else:
-        checks.check_probabilities(preds, name)
-    checks.check_labels(labels)
+        preds = checks.check_probabilities(preds, name)
+    labels = checks.check_labels(labels)
     if config.get("weights") is not None:
-        checks.check_weights(config["weights"])
+        preds = checks.check_weights(config["weights"], carrier=preds)
     compute = _compute_dtype(preds.dtype)
     return preds.astype(compute), labels.astype(compute), preds.dtype
 
@@ -165,6 +165,7 @@ def _modulated(factor, loss):
     return loss if factor is None else _numerics.modulate(factor, loss)
 
 
+@checks.compiled_when_eager
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -214,6 +215,7 @@ def sigmoid_binary_cross_entropy(
     return _flat_call(_numerics.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
 
 
+@checks.compiled_when_eager
 def sigmoid_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -277,6 +279,7 @@ def _safe_power(base, exponent):
     return jnp.where(positive, safe**exponent, at_zero)
 
 
+@checks.compiled_when_eager
 def sigmoid_asymmetric_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -341,6 +344,7 @@ def sigmoid_asymmetric_loss(
     return (positive + negative).astype(dtype)
 
 
+@checks.compiled_when_eager
 def sigmoid_poly1_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -398,6 +402,7 @@ def _clip_probs(p, eps):
     return jnp.clip(p, eps, 1 - eps)
 
 
+@checks.compiled_when_eager
 def binary_cross_entropy(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -442,6 +447,7 @@ def binary_cross_entropy(
     return _numerics.prob_bce_terms(p, pos, neg).astype(dtype)
 
 
+@checks.compiled_when_eager
 def binary_focal_loss(
     probs: ArrayLike,
     labels: ArrayLike,

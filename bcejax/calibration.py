@@ -85,6 +85,11 @@ def fit_temperature(
         count = y.size if mask is None else jnp.sum(mask)
         if mask is not None:  # masked examples' logits never reach the derivative in T
             x = jnp.where(mask[..., None], x, 0)
+        # Checked here, outside the minimizer's loop, so that an eager call checks them.
+        x = checks.check_logits(x)
+        y = checks.check_class_indices(
+            y if mask is None else jnp.where(mask, y, 0), x.shape[-1], carrier=y
+        )
 
         def per_entry(scaled):
             return multiclass.softmax_cross_entropy_with_integer_labels(scaled, y, where=where)
@@ -95,6 +100,7 @@ def fit_temperature(
         count = math.prod(shape) if mask is None else jnp.sum(mask)
         if mask is not None:
             x, y = jnp.where(mask, x, 0), jnp.where(mask, y, 0)
+        x, y = checks.check_logits(x), checks.check_labels(y)
 
         def per_entry(scaled):
             return binary.sigmoid_binary_cross_entropy(scaled, y)

@@ -5,119 +5,221 @@ Two kinds of checks:
 * Structure (dtypes, shapes, reduction names, and numeric config such as
   ``gamma`` when it is a concrete number) is checked at trace time, always.
   These cost nothing at run time.
-* Values (labels in ``[0, 1]``, probabilities in ``[0, 1]``, logits not NaN)
-  are checked when the inputs are concrete, i.e. on eager calls. Under ``jit``
-  the values are unknown at trace time, so they are checked only inside
-  :func:`checked`, which functionalizes the checks with
-  ``jax.experimental.checkify``; a plain ``jit`` pays nothing for them.
+* Values (labels in ``[0, 1]``, probabilities in ``[0, 1]``, logits not NaN,
+  weights not negative, class indices in range) are checked by one primitive,
+  ``bcejax_check``, that every loss binds on its inputs. It passes its first
+  operand through unchanged (the loss goes on with the value it returns, so
+  neither a ``jit`` nor a derivative can drop it) and checks its second:
+
+  - eagerly (concrete inputs), the check is reduced to one boolean on the
+    device and only that is fetched; the message is worked out on the host
+    only when the check fails;
+  - in a traced program, it lowers to nothing: XLA drops the operand of the
+    check with everything that computed it, so a plain ``jit`` pays nothing;
+  - under ``jax.experimental.checkify`` (which :func:`checked` applies), it
+    becomes a real check. The plain and the checked program are traced the
+    same, so a trace that JAX cached for one serves the other as well.
+
+Labels and weights accept values within :data:`ROUNDING_TOLERANCE` outside
+their range (finite differences and float rounding make those); anything
+further out is certainly wrong and raises :class:`InvalidInputError`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# checkify's registry of per-primitive rules is how a primitive becomes a check
+# under checkify, and trace_state_clean tells an eager call from a traced one;
+# both have had the same form from JAX 0.5 to the current release.
+from jax._src import checkify as _checkify_rules
+from jax._src import core as _jax_core
 from jax.experimental import checkify
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 REDUCTIONS = ("mean", "sum", "none")
+
+#: How far labels may lie outside ``[0, 1]``, and weights below 0, before they
+#: are an error: rounding and finite-difference steps (``1e-5``) stay inside,
+#: 8-bit masks, ``{-1, 1}`` labels and negative weights do not.
+ROUNDING_TOLERANCE = 1e-3
 
 
 class InvalidInputError(ValueError):
     """An input value is outside the domain of the loss (found at run time)."""
 
 
-_state = threading.local()
-
-
-def _checking() -> bool:
-    return getattr(_state, "checking", False)
-
-
-@contextlib.contextmanager
-def _checking_mode():
-    previous = _checking()
-    _state.checking = True
-    try:
-        yield
-    finally:
-        _state.checking = previous
-
-
 def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wraps ``fn`` so that bcejax's value checks run under ``jit``.
 
-    ``fn`` is traced with the value checks switched on, functionalized with
-    ``checkify`` and compiled with ``jax.jit``; a failed check raises
-    :class:`InvalidInputError` with a message that says what is wrong. Wrap the
-    plain (not yet jitted) function, e.g. a training step::
+    ``fn`` is functionalized with ``checkify`` and compiled with ``jax.jit``; a
+    failed check raises :class:`InvalidInputError` with a message that says
+    what is wrong. Wrap the plain or the jitted function, e.g. a training
+    step::
 
         step = bcejax.checked(train_step)
         state, loss = step(state, batch)  # raises InvalidInputError on bad labels
 
-    Without this wrapper, a jitted function carries no value checks at all.
+    Without this wrapper, a jitted function carries no value checks at all and
+    pays nothing for them. ``checked(f)`` and ``f`` may be called in any order:
+    they share JAX's trace of ``f``, which holds the checks in both cases.
     """
     compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _checking_mode():
-            error, out = compiled(*args, **kwargs)
-        message = error.get()
-        if message is not None:
-            raise InvalidInputError(message.replace(" (`check` failed)", ""))
+        error, out = compiled(*args, **kwargs)
+        _raise_failed(error)
         return out
 
     return wrapper
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+def _raise_failed(error) -> None:
+    message = error.get()
+    if message is not None:
+        raise InvalidInputError(message.replace(" (`check` failed)", ""))
 
 
-def _value_check(ok_fn, values, message_fn) -> None:
-    """Runs one value check: eagerly when ``values`` is concrete, else via checkify."""
-    if _is_concrete(values):
-        array = np.asarray(values)
-        if array.size and not bool(ok_fn(np, array)):
-            raise InvalidInputError(message_fn(array))
-    elif _checking():
-        text = message_fn(None).replace("{", "{{").replace("}", "}}")
-        checkify.check(
-            ok_fn(jnp, values),
-            text + " (min {lo}, max {hi})",
-            lo=jnp.min(values),
-            hi=jnp.max(values),
-        )
+def compiled_when_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, run as one compiled program with its value checks fused in when called eagerly.
+
+    Called inside a trace (``jit``, ``grad``, ``vmap``, ...), ``fn`` is traced as
+    it is. Called eagerly, array arguments are passed to a program compiled
+    once per function, static arguments and shapes, which computes the result
+    and the value checks together and fetches only the checks' few scalars.
+    When a check fails, ``fn`` runs again op by op, so that the error names
+    the likely cause from the values themselves.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not _trace_state_clean():
+            return fn(*args, **kwargs)
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        # Arrays are the program's arguments. Scalars, NumPy's 0-d arrays among them, and
+        # the rest are static, as config closed over by a caller's jit is concrete.
+        leaves = [
+            leaf[()] if isinstance(leaf, np.ndarray) and leaf.ndim == 0 else leaf for leaf in leaves
+        ]
+        traced = tuple(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
+        statics = tuple(None if t else leaf for leaf, t in zip(leaves, traced, strict=True))
+        try:
+            program = _eager_program(fn, treedef, traced, statics)
+        except TypeError:  # an unhashable static argument: run op by op
+            return fn(*args, **kwargs)
+        error, out = program(*(leaf for leaf, t in zip(leaves, traced, strict=True) if t))
+        if error.get() is not None:
+            fn(*args, **kwargs)  # raises, with the cause named from the values
+            _raise_failed(error)
+        return out
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=512)
+def _eager_program(fn, treedef, traced, statics):
+    def run(*arrays):
+        given = iter(arrays)
+        leaves = [next(given) if t else s for t, s in zip(traced, statics, strict=True)]
+        args, kwargs = jax.tree.unflatten(treedef, leaves)
+        return fn(*args, **kwargs)
+
+    return jax.jit(checkify.checkify(run, errors=checkify.user_checks))
+
+
+def _trace_state_clean() -> bool:
+    # True outside every trace: the arguments and every closed-over value are concrete.
+    return _jax_core.trace_state_clean()
+
+
+# -- The check primitive ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Check:
+    """One value check: ``ok`` on the device, ``message`` for the user."""
+
+    name: str
+
+    show_range = True
+
+    def ok(self, v: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def message(self, array: np.ndarray | None) -> str:
+        """What is wrong and what to do; ``array`` is None inside a traced program."""
+        raise NotImplementedError
+
+
+_check_p = Primitive("bcejax_check")
+
+
+def _guard(carrier, value, check: _Check) -> jax.Array:
+    """``carrier``, with ``check`` on ``value`` tied to it."""
+    return _check_p.bind(jnp.asarray(carrier), jnp.asarray(value), check=check)
+
+
+@functools.partial(jax.jit, static_argnames="check")
+def _all_ok(value, check):
+    return check.ok(value)
+
+
+def _eager(carrier, value, *, check):
+    # One boolean comes back to the host; the values only when the check fails.
+    if value.size and not bool(_all_ok(value, check)):
+        raise InvalidInputError(check.message(np.asarray(value)))
+    return carrier
+
+
+def _checkify_rule(error, enabled_errors, carrier, value, *, check):
+    if _checkify_rules.FailedCheckError not in enabled_errors or np.size(value) == 0:
+        return error, carrier
+    text = check.message(None).replace("{", "{{").replace("}", "}}")
+    kwargs = {}
+    if check.show_range:
+        text += " (min {lo}, max {hi})"
+        kwargs = dict(lo=jnp.min(value), hi=jnp.max(value))
+    failure = _checkify_rules.FailedCheckError(_checkify_rules.get_traceback(), text, **kwargs)
+    return _checkify_rules.assert_func(error, ~check.ok(value), failure), carrier
+
+
+def _jvp(primals, tangents, *, check):
+    return _check_p.bind(*primals, check=check), tangents[0]
+
+
+def _batch(args, dims, *, check):
+    # Every check holds for all elements, so the batch axis needs no handling.
+    return _check_p.bind(*args, check=check), dims[0]
+
+
+_check_p.def_impl(_eager)
+_check_p.def_abstract_eval(lambda carrier, value, *, check: carrier)
+mlir.register_lowering(_check_p, lambda ctx, carrier, value, *, check: [carrier])
+ad.primitive_jvps[_check_p] = _jvp
+batching.primitive_batchers[_check_p] = _batch
+_checkify_rules.error_checks[_check_p] = _checkify_rule
+
+
+# -- The value checks ---------------------------------------------------------
 
 
 def _range_text(array) -> str:
     if array is None:
         return ""
-    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
     if array.dtype.kind == "f" and np.isnan(array).any():
         return " (contains NaN)"
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
     lo, hi = (finite.min(), finite.max()) if finite.size else (array.min(), array.max())
     return f" (min {lo}, max {hi})"
-
-
-def check_labels(labels, name: str = "labels") -> None:
-    """Labels must be in ``[0, 1]``; names the likely cause when they are not."""
-    if jnp.issubdtype(jnp.result_type(labels), jnp.bool_):
-        return
-
-    def ok(xp, v):
-        return xp.all((v >= 0) & (v <= 1))
-
-    def message(array):
-        return _label_message(f"{name} must be in [0, 1]", array)
-
-    _value_check(ok, labels, message)
 
 
 def _label_message(text: str, array) -> str:
@@ -137,58 +239,144 @@ def _label_message(text: str, array) -> str:
     return text + "; clip or rescale them"
 
 
-def check_binary_labels(labels, name: str = "labels") -> None:
-    """Labels of a classification metric must be exactly 0 or 1."""
-    if jnp.issubdtype(jnp.result_type(labels), jnp.bool_):
-        return
+@dataclasses.dataclass(frozen=True)
+class _Labels(_Check):
+    def ok(self, v):
+        return jnp.all((v >= -ROUNDING_TOLERANCE) & (v <= 1 + ROUNDING_TOLERANCE))
 
-    def ok(xp, v):
-        return xp.all((v == 0) | (v == 1))
-
-    def message(array):
-        return _label_message(f"{name} must be 0 or 1", array)
-
-    _value_check(ok, labels, message)
+    def message(self, array):
+        return _label_message(f"{self.name} must be in [0, 1]", array)
 
 
-def check_probabilities(probs, name: str = "probs") -> None:
-    """Probabilities must be in ``[0, 1]``; logits passed by mistake are named."""
+@dataclasses.dataclass(frozen=True)
+class _BinaryLabels(_Check):
+    def ok(self, v):
+        return jnp.all((v == 0) | (v == 1))
 
-    def ok(xp, v):
-        return xp.all((v >= 0) & (v <= 1))
+    def message(self, array):
+        return _label_message(f"{self.name} must be 0 or 1", array)
 
-    def message(array):
-        text = f"{name} must be probabilities in [0, 1]{_range_text(array)}"
+
+@dataclasses.dataclass(frozen=True)
+class _Probabilities(_Check):
+    def ok(self, v):
+        return jnp.all((v >= 0) & (v <= 1))
+
+    def message(self, array):
+        text = f"{self.name} must be probabilities in [0, 1]{_range_text(array)}"
         return text + ": for logits, use the sigmoid_* loss or from_logits=True"
 
-    _value_check(ok, probs, message)
+
+@dataclasses.dataclass(frozen=True)
+class _Weights(_Check):
+    def ok(self, v):
+        return jnp.all(v >= -ROUNDING_TOLERANCE)
+
+    def message(self, array):
+        text = f"{self.name} must be >= 0{_range_text(array)}"
+        return text + ": take the absolute value or clip at 0"
 
 
-def check_weights(weights, name: str = "weights") -> None:
-    """Weights must be non-negative (a negative weight would reward a wrong prediction)."""
+@dataclasses.dataclass(frozen=True)
+class _NotNaN(_Check):
+    show_range = False
 
-    def ok(xp, v):
-        return xp.all(v >= 0)
+    def ok(self, v):
+        return ~jnp.any(jnp.isnan(v))
 
-    def message(array):
-        return f"{name} must be >= 0{_range_text(array)}: take the absolute value or clip at 0"
-
-    _value_check(ok, weights, message)
-
-
-def check_logits(logits, name: str = "logits") -> None:
-    """Logits must not be NaN (``+-inf`` are allowed and give 0 or ``+inf``)."""
-
-    def ok(xp, v):
-        return ~xp.any(xp.isnan(v))
-
-    def message(array):
+    def message(self, array):
         return (
-            f"{name} contain NaN: the model has diverged upstream of the loss "
+            f"{self.name} contain NaN: the model has diverged upstream of the loss "
             "(lower the learning rate, or check the inputs for NaN)"
         )
 
-    _value_check(ok, logits, message)
+
+@dataclasses.dataclass(frozen=True)
+class _ClassIndices(_Check):
+    num_classes: int
+    ignore_index: int | None
+
+    def ok(self, v):
+        valid = (v >= 0) & (v < self.num_classes)
+        if self.ignore_index is not None:
+            valid |= v == self.ignore_index
+        return jnp.all(valid)
+
+    def message(self, array):
+        text = f"{self.name} must be class indices in [0, {self.num_classes})"
+        if self.ignore_index is not None:
+            text += f" or ignore_index={self.ignore_index}"
+        text += _range_text(array)
+        if array is None:
+            return text + ": 1-based labels need 1 subtracting; padding needs ignore_index"
+        if array.min() >= 1 and array.max() == self.num_classes:
+            return text + ": labels look 1-based; subtract 1"
+        if self.ignore_index is None and array.min() < 0:
+            value = array.min()
+            return text + f": to skip examples labelled {value}, pass ignore_index={value}"
+        return text + f"; the logits have {self.num_classes} classes along the class axis"
+
+
+@dataclasses.dataclass(frozen=True)
+class _SignedTargets(_Check):
+    def ok(self, v):
+        return jnp.all((v == -1) | (v == 1))
+
+    def message(self, array):
+        text = f"{self.name} must be -1 or 1{_range_text(array)}"
+        if array is not None and np.all(np.isin(array, (0, 1))):
+            return text + ": targets in {0, 1}; map them to {-1, 1} with 2 * labels - 1"
+        return text + ": map labels in {0, 1} to {-1, 1} with 2 * labels - 1"
+
+
+def _is_bool(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.bool_)
+
+
+def check_labels(labels, name: str = "labels", *, carrier=None) -> jax.Array:
+    """Labels in ``[0, 1]`` (up to the rounding tolerance); names the likely cause when not.
+
+    Returns ``carrier`` (``labels`` when None) with the check tied to it: the
+    caller goes on with the returned array. The same holds for every check below.
+    """
+    carrier = labels if carrier is None else carrier
+    return carrier if _is_bool(labels) else _guard(carrier, labels, _Labels(name))
+
+
+def check_binary_labels(labels, name: str = "labels", *, carrier=None) -> jax.Array:
+    """Labels of a classification metric must be exactly 0 or 1."""
+    carrier = labels if carrier is None else carrier
+    return carrier if _is_bool(labels) else _guard(carrier, labels, _BinaryLabels(name))
+
+
+def check_probabilities(probs, name: str = "probs", *, carrier=None) -> jax.Array:
+    """Probabilities must be in ``[0, 1]``; logits passed by mistake are named."""
+    return _guard(probs if carrier is None else carrier, probs, _Probabilities(name))
+
+
+def check_weights(weights, name: str = "weights", *, carrier=None) -> jax.Array:
+    """Weights must be non-negative (a negative weight would reward a wrong prediction)."""
+    return _guard(weights if carrier is None else carrier, weights, _Weights(name))
+
+
+def check_logits(logits, name: str = "logits", *, carrier=None) -> jax.Array:
+    """Logits must not be NaN (``+-inf`` are allowed and give 0 or ``+inf``)."""
+    return _guard(logits if carrier is None else carrier, logits, _NotNaN(name))
+
+
+def check_class_indices(
+    labels, num_classes: int, ignore_index=None, name: str = "labels", *, carrier=None
+) -> jax.Array:
+    """Integer labels must be class indices in ``[0, num_classes)`` or ``ignore_index``."""
+    check = _ClassIndices(
+        name, int(num_classes), None if ignore_index is None else int(ignore_index)
+    )
+    return _guard(labels if carrier is None else carrier, labels, check)
+
+
+def check_signed_targets(targets, name: str = "targets", *, carrier=None) -> jax.Array:
+    """Signed targets must be -1 or 1; names {0, 1} labels, the usual mistake."""
+    return _guard(targets if carrier is None else carrier, targets, _SignedTargets(name))
 
 
 def check_float(x, name: str) -> jax.Array:
@@ -236,7 +424,7 @@ def check_reduction(reduction: str) -> None:
 
 def _concrete_scalars(value):
     """The value as a NumPy array when it is known at trace time, else None."""
-    if value is None or not _is_concrete(value):
+    if value is None or isinstance(value, jax.core.Tracer):
         return None
     return np.asarray(value, dtype=np.float64)
 
@@ -272,73 +460,9 @@ def check_nonnegative(value, name: str) -> None:
     check_range(value, name, 0.0)
 
 
-def values_checked(x) -> bool:
-    """True when value checks on ``x`` run: eagerly for concrete ``x``, or in checked mode."""
-    return _is_concrete(x) or _checking()
-
-
-def check_label_rows(row_sums, dtype, name: str = "labels") -> None:
-    """One-hot or soft labels must sum to 1 over the classes of each (unmasked) example."""
-    tol = max(1e-3, 8 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 0
-
-    def ok(xp, v):
-        return xp.all(xp.abs(v - 1) <= tol)
-
-    def message(array):
-        return (
-            f"{name} must sum to 1 over the classes of each example (one-hot or a "
-            f"probability distribution){_range_text(array)}: normalize them, mask "
-            "padded examples with `where`, or pass class indices to "
-            "softmax_cross_entropy_with_integer_labels"
-        )
-
-    _value_check(ok, row_sums, message)
-
-
-def check_class_indices(labels, num_classes: int, ignore_index=None, name: str = "labels") -> None:
-    """Integer labels must be class indices in ``[0, num_classes)`` or ``ignore_index``."""
-
-    def ok(xp, v):
-        valid = (v >= 0) & (v < num_classes)
-        if ignore_index is not None:
-            valid |= v == ignore_index
-        return xp.all(valid)
-
-    def message(array):
-        text = f"{name} must be class indices in [0, {num_classes})"
-        if ignore_index is not None:
-            text += f" or ignore_index={ignore_index}"
-        text += _range_text(array)
-        if array is None:
-            return text + ": 1-based labels need 1 subtracting; padding needs ignore_index"
-        if array.min() >= 1 and array.max() == num_classes:
-            return text + ": labels look 1-based; subtract 1"
-        if ignore_index is None and array.min() < 0:
-            value = array.min()
-            return text + f": to skip examples labelled {value}, pass ignore_index={value}"
-        return text + f"; the logits have {num_classes} classes along the class axis"
-
-    _value_check(ok, labels, message)
-
-
 def check_integer(x, name: str, hint: str) -> jax.Array:
     """Returns ``x`` as an array, raising ``TypeError`` unless it has an integer dtype."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype, got {x.dtype}: {hint}")
     return x
-
-
-def check_signed_targets(targets, name: str = "targets") -> None:
-    """Signed targets must be -1 or 1; names {0, 1} labels, the usual mistake."""
-
-    def ok(xp, v):
-        return xp.all((v == -1) | (v == 1))
-
-    def message(array):
-        text = f"{name} must be -1 or 1{_range_text(array)}"
-        if array is not None and np.all(np.isin(array, (0, 1))):
-            return text + ": targets in {0, 1}; map them to {-1, 1} with 2 * labels - 1"
-        return text + ": map labels in {0, 1} to {-1, 1} with 2 * labels - 1"
-
-    _value_check(ok, targets, message)

@@ -350,8 +350,7 @@ def _image_weights(weights, shape):
             f"overlap losses weigh whole images: weights must have shape ({shape[0]},) or "
             f"({shape[0]}, 1, ...), got {weights.shape}"
         )
-    checks.check_weights(weights)
-    return jnp.broadcast_to(weights, shape[:1])
+    return jnp.broadcast_to(checks.check_weights(weights), shape[:1])
 
 
 @_loss_dataclass

@@ -67,10 +67,10 @@ def _prepare(scores, labels, sample_weight, where, name="scores"):
     if kept is not None:
         s, y = jnp.where(kept, s, 0), jnp.where(kept, y, 0)
         w = None if w is None else jnp.where(kept, w, 0)
-    checks.check_logits(s, name)
-    checks.check_binary_labels(y)
+    s = checks.check_logits(s, name)
+    y = checks.check_binary_labels(y)
     if w is not None:
-        checks.check_weights(w, "sample_weight")
+        w = checks.check_weights(w, "sample_weight")
     dtype = binary._compute_dtype(s.dtype)
     s, y = s.astype(dtype), y.astype(dtype)
     w = jnp.ones_like(s) if w is None else jnp.asarray(w, dtype)
@@ -402,7 +402,7 @@ def _probabilities(scores, labels, sample_weight, where, from_logits) -> _Probab
         return _Probabilities(
             s, jax.nn.sigmoid(s), jax.nn.log_sigmoid(s), jax.nn.log_sigmoid(-s), y, w
         )
-    checks.check_probabilities(s, name)
+    s = checks.check_probabilities(s, name)
     eps = jnp.finfo(jnp.result_type(scores)).eps
     clipped = jnp.clip(s, eps, 1 - eps)
     return _Probabilities(s, s, jnp.log(clipped), jnp.log1p(-clipped), y, w)

@@ -72,8 +72,7 @@ def _class_weights(class_weights, shape, axes, dtype, name="class_weights"):
         raise ValueError(
             f"{name} must have one weight per class, shape {class_shape}, got shape {weights.shape}"
         )
-    checks.check_weights(weights, name)
-    return weights.reshape(-1)
+    return checks.check_weights(weights, name).reshape(-1)
 
 
 def _smoothing(label_smoothing, dtype):
@@ -88,7 +87,9 @@ def _prepare(logits, axis, where):
     logits = checks.check_float(logits, "logits")
     axes = _class_axes(axis, logits.ndim)
     mask = _class_mask(where, logits.shape, axes)
-    checks.check_logits(logits if mask is None else jnp.where(mask, logits, 0))
+    logits = checks.check_logits(
+        logits if mask is None else jnp.where(mask, logits, 0), carrier=logits
+    )
     x = _classes_last(logits.astype(binary._compute_dtype(logits.dtype)), axes)
     return x, None if mask is None else _classes_last(mask, axes), axes, logits.dtype
 
@@ -101,6 +102,7 @@ def _masked(x, coef, mask):
     return jnp.where(mask, x, -jnp.inf), jnp.where(mask, coef, 0)
 
 
+@checks.compiled_when_eager
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -127,8 +129,9 @@ def softmax_cross_entropy(
 
     Args:
       logits: unnormalized log-probabilities, float, classes along ``axis``.
-      labels: one-hot or soft labels, each example's summing to 1 over the
-        classes (checked), broadcastable with ``logits``.
+      labels: one-hot or soft labels in ``[0, 1]`` (checked), broadcastable
+        with ``logits``. They need not sum to 1: the formula is applied as
+        written, as optax and PyTorch do (multi-hot targets add their terms).
       axis: the class axis, or a tuple of axes.
       where: optional mask, of the batch shape (False drops the example: its
         loss is 0) or of the logits' shape (False drops that class).
@@ -148,12 +151,7 @@ def softmax_cross_entropy(
     shape = checks.check_broadcast(logits=x_in, labels=labels)
     x, mask, axes, dtype = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
     y = _classes_last(jnp.broadcast_to(labels, shape), axes)
-    checks.check_labels(y if mask is None else jnp.where(mask, y, 0))
-    if checks.values_checked(y):
-        sums = jnp.sum(y if mask is None else jnp.where(mask, y, 0), -1, dtype=x.dtype)
-        if mask is not None:
-            sums = jnp.where(jnp.any(mask, -1), sums, 1)  # fully masked examples are exempt
-        checks.check_label_rows(sums, y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else bool)
+    y = checks.check_labels(y if mask is None else jnp.where(mask, y, 0), carrier=y)
     weights = _class_weights(class_weights, shape, axes, x.dtype)
     coef = _smoothed_labels(y.astype(x.dtype), _smoothing(label_smoothing, x.dtype), mask)
     if weights is not None:
@@ -200,6 +198,7 @@ def _in_range(labels, num_classes, kept):
     return in_range if kept is None else in_range | ~kept
 
 
+@checks.compiled_when_eager
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -246,7 +245,9 @@ def softmax_cross_entropy_with_integer_labels(
     labels = _integer_labels(labels, x, axes, logits.shape)
     num_classes = x.shape[-1]
     kept = None if mask is None else jnp.any(mask, -1)  # examples not masked whole
-    checks.check_class_indices(_exempt(labels, kept), num_classes, ignore_index)
+    labels = checks.check_class_indices(
+        _exempt(labels, kept), num_classes, ignore_index, carrier=labels
+    )
     # The coefficients are u onehot(labels) + v: the target's, and the smoothing's.
     u = jnp.ones(labels.shape, x.dtype)
     weights = _class_weights(class_weights, logits.shape, axes, x.dtype)
@@ -273,6 +274,7 @@ def softmax_cross_entropy_with_integer_labels(
     return jnp.where(in_range, loss, jnp.nan).astype(dtype)
 
 
+@checks.compiled_when_eager
 def softmax_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -317,7 +319,7 @@ def softmax_focal_loss(
     labels = _integer_labels(labels, x, axes, logits.shape)
     num_classes = x.shape[-1]
     kept = None if mask is None else jnp.any(mask, -1)
-    checks.check_class_indices(_exempt(labels, kept), num_classes)
+    labels = checks.check_class_indices(_exempt(labels, kept), num_classes, carrier=labels)
     checks.check_gamma(gamma)
     target = labels[..., None] == jnp.arange(num_classes, dtype=labels.dtype)
     if mask is not None:
@@ -355,6 +357,7 @@ def _zero_with_derivative_jvp(primals, tangents):
     return jnp.zeros_like(primals[0]), tangents[0]
 
 
+@checks.compiled_when_eager
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -376,7 +379,8 @@ def poly_loss_cross_entropy(
 
     Args:
       logits: unnormalized log-probabilities, float, classes along ``axis``.
-      labels: one-hot or soft labels summing to 1 per example, broadcastable.
+      labels: one-hot or soft labels in ``[0, 1]``, broadcastable; as in
+        :func:`softmax_cross_entropy`, they need not sum to 1.
       epsilon: coefficient of the poly-1 term (2 for ImageNet in the paper,
         -1 for detection).
       axis: the class axis, or a tuple of axes.
@@ -402,6 +406,7 @@ def poly_loss_cross_entropy(
     return (cross_entropy + poly.astype(cross_entropy.dtype)).astype(cross_entropy.dtype)
 
 
+@checks.compiled_when_eager
 def hinge_loss(predictor_outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
     r"""Hinge loss for signed targets, elementwise: the margin baseline.
 
@@ -425,8 +430,8 @@ def hinge_loss(predictor_outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
     scores = checks.check_float(predictor_outputs, "predictor_outputs")
     targets = jnp.asarray(targets)
     checks.check_broadcast(predictor_outputs=scores, targets=targets)
-    checks.check_logits(scores, "predictor_outputs")
-    checks.check_signed_targets(targets)
+    scores = checks.check_logits(scores, "predictor_outputs")
+    targets = checks.check_signed_targets(targets)
     compute = binary._compute_dtype(scores.dtype)
     loss = jnp.maximum(0, 1 - targets.astype(compute) * scores.astype(compute))
     return loss.astype(scores.dtype)

@@ -122,12 +122,12 @@ def _check_head(features, weight, bias, labels, positive_indices, pos_weight, re
             raise ValueError(
                 f"pos_weight must be a scalar or one per label ({num_labels},), got {pw.shape}"
             )
-        checks.check_weights(pw, "pos_weight")
+        f = checks.check_weights(pw, "pos_weight", carrier=f)
     if labels is not None:
         y = jnp.asarray(labels)
         if y.shape != (batch, num_labels):
             raise ValueError(f"labels must have shape {(batch, num_labels)}, got {y.shape}")
-        checks.check_labels(y)
+        y = checks.check_labels(y)
         return f, w, b, ("dense", y)
     indices = checks.check_integer(
         positive_indices, "positive_indices", "label indices, padded with -1"
@@ -136,7 +136,7 @@ def _check_head(features, weight, bias, labels, positive_indices, pos_weight, re
         raise ValueError(
             f"positive_indices must have shape ({batch}, k), padded with -1, got {indices.shape}"
         )
-    checks.check_class_indices(indices, num_labels, -1, "positive_indices")
+    indices = checks.check_class_indices(indices, num_labels, -1, "positive_indices")
     return f, w, b, ("indices", indices)
 
 

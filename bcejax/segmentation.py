@@ -63,10 +63,10 @@ def _prepare(logits, labels, where, from_logits):
     name = "logits" if from_logits else "probs"
     x, y, mask = _cut_out(logits, labels, where, name)
     if from_logits:
-        checks.check_logits(x, name)
+        x = checks.check_logits(x, name)
     else:
-        checks.check_probabilities(x, name)
-    checks.check_labels(y)
+        x = checks.check_probabilities(x, name)
+    y = checks.check_labels(y)
     dtype = x.dtype
     x = x.astype(binary._compute_dtype(dtype))
     y = y.astype(x.dtype)
@@ -94,6 +94,7 @@ def _overlap_loss(logits, labels, where, from_logits, smooth, *, overlap, fp, fn
     return loss.astype(dtype)
 
 
+@checks.compiled_when_eager
 def dice_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -131,6 +132,7 @@ def dice_loss(
     return _overlap_loss(logits, labels, where, from_logits, smooth, overlap=2, fp=1, fn=1)
 
 
+@checks.compiled_when_eager
 def jaccard_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -163,6 +165,7 @@ def jaccard_loss(
     return _overlap_loss(logits, labels, where, from_logits, smooth, overlap=1, fp=1, fn=1)
 
 
+@checks.compiled_when_eager
 def tversky_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -215,6 +218,7 @@ def _lovasz_gradient(sorted_labels):
     return jnp.concatenate([jaccard[..., :1], jnp.diff(jaccard, axis=-1)], -1)
 
 
+@checks.compiled_when_eager
 def lovasz_hinge(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -268,6 +272,7 @@ def lovasz_hinge(
     return (loss if per_image else loss[0]).astype(dtype)
 
 
+@checks.compiled_when_eager
 def sigmoid_bce_dice_loss(
     logits: ArrayLike,
     labels: ArrayLike,

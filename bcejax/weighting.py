@@ -45,7 +45,7 @@ def pos_weight_from_labels(
       Float array of per-class weights, ``labels`` reduced over ``axis``.
     """
     y = _float(labels)
-    checks.check_labels(y)
+    y = checks.check_labels(y)
     valid = jnp.ones_like(y) if where is None else jnp.broadcast_to(where, y.shape).astype(y.dtype)
     positives = jnp.sum(y * valid, axis=axis)
     negatives = jnp.sum((1 - y) * valid, axis=axis)

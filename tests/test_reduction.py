@@ -113,3 +113,44 @@ def test_callables_in_shard_map_equal_single_device(loss_fn):
     np.testing.assert_allclose(sharded(logits, labels, MASK, WEIGHTS), single(logits), rtol=1e-6)
     grad_sharded = jax.grad(lambda x: sharded(x, labels, MASK, WEIGHTS))(logits)
     np.testing.assert_allclose(grad_sharded, jax.grad(single)(logits), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("check_vma", [True, False])
+def test_gradient_inside_shard_map(check_vma):
+    """The README's pattern: a gradient inside shard_map is exact with check_vma=True.
+
+    With check_vma=False JAX transposes the psum of the reduction into another
+    psum, and the gradient taken inside comes out n times too large (n = 4
+    devices here); taken outside the shard_map it is exact in both modes.
+    """
+    x = RNG.normal(size=(16, 3)).astype(np.float32)
+    y = (RNG.random((16, 3)) < 0.5).astype(np.float32)
+
+    def local_mean(x, y):
+        loss = bcejax.sigmoid_binary_cross_entropy(x, y)
+        return bcejax.reduce_loss(loss, axis_name="d")
+
+    def grad_inside(x, y):
+        return jax.grad(local_mean)(x, y)
+
+    inside = jax.jit(
+        jax.shard_map(
+            grad_inside,
+            mesh=_mesh(),
+            in_specs=(P("d"), P("d")),
+            out_specs=P("d"),
+            check_vma=check_vma,
+        )
+    )(x, y)
+    outside = jax.grad(
+        jax.shard_map(
+            local_mean,
+            mesh=_mesh(),
+            in_specs=(P("d"), P("d")),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
+    )(x, y)
+    single = jax.grad(lambda x: bcejax.reduce_loss(bcejax.sigmoid_binary_cross_entropy(x, y)))(x)
+    np.testing.assert_allclose(outside, single, rtol=1e-6)
+    np.testing.assert_allclose(inside, single * (1 if check_vma else 4), rtol=1e-6)
