@@ -6,6 +6,7 @@ and the calibration tools in :mod:`bcejax.calibration`.
 """
 
 from bcejax import calibration, losses, metrics
+from bcejax.batch import ohem_reduce, sigmoid_ghm_loss, soft_fbeta_loss
 from bcejax.binary import (
     binary_cross_entropy,
     binary_focal_loss,
@@ -55,6 +56,7 @@ __all__ = [
     "losses",
     "lovasz_hinge",
     "metrics",
+    "ohem_reduce",
     "poly_loss_cross_entropy",
     "pos_weight_from_labels",
     "reduce_loss",
@@ -64,8 +66,10 @@ __all__ = [
     "sigmoid_binary_cross_entropy_with_linear",
     "sigmoid_contrastive_loss",
     "sigmoid_focal_loss",
+    "sigmoid_ghm_loss",
     "sigmoid_poly1_loss",
     "smooth_binary_labels",
+    "soft_fbeta_loss",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
     "softmax_focal_loss",
