@@ -195,14 +195,14 @@ def loss_callable(name: str):
     return losses.LovaszHinge()
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = training.arguments(
-        __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
+        "segmentation", __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
     )
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice")
     parser.add_argument("--widths", default="8,16,32", help="channels per U-Net level")
     parser.add_argument("--train-size", type=int, default=SPLITS["train"], help="training images")
-    args = parser.parse_args(argv)
+    args = training.parse(parser, argv)  # first: it may join other processes
     sizes = dict(SPLITS, train=args.train_size)
     if args.quick:
         args.epochs = min(args.epochs, 2)

@@ -51,7 +51,6 @@ import collections
 import functools
 import itertools
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -173,16 +172,16 @@ def loss_callable(name: str):
     return squared_error
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = training.arguments(
-        __doc__.splitlines()[0], epochs=30, batch_size=64, lr=3e-3, patience=4
+        "sentiment", __doc__.splitlines()[0], epochs=30, batch_size=64, lr=3e-3, patience=4
     )
     parser.add_argument("--loss", choices=("bce", "label_smoothing", "focal", "mse"), default="bce")
     parser.add_argument("--dim", type=int, default=64, help="embedding size")
     parser.add_argument("--drop", type=float, default=0.0, help="n-gram dropout rate")
     parser.add_argument("--members", type=int, default=5, help="models in the ensemble")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    args = parser.parse_args(argv)
+    args = training.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs, args.members = min(args.epochs, 3), 1
     splits, vocabulary = load(args.seed, args.quick)
@@ -200,20 +199,19 @@ def main(argv=None) -> dict:
         optimizer = optax.adamw(args.lr, weight_decay=1e-4)
     # An ensemble: members differ in their initialization and batch order, and the
     # ensemble's logit is the mean of theirs.
-    out = args.out or Path("runs") / task.name
     logits, seconds = {"val": [], "test": []}, 0.0
     for member in range(args.members):
         seed = args.seed + member
         task.model = WideAndDeep(vocabulary, args.dim, nnx.Rngs(seed))
         member_args = argparse.Namespace(
-            **{**vars(args), "seed": seed, "out": out / f"member{member}"}
+            **{**vars(args), "seed": seed, "out": args.out / f"member{member}"}
         )
-        print(f"member {member + 1} of {args.members}")
+        training.report(f"member {member + 1} of {args.members}")
         state = training.fit(task, member_args, optimizer)
         seconds += state["seconds"]
         for split, values in training.split_logits(task, state).items():
             logits[split].append(values)
-    state.update(out=out, seconds=seconds)
+    state.update(out=args.out, seconds=seconds)
     return training.evaluate(task, state, {split: np.mean(v, 0) for split, v in logits.items()})
 
 

@@ -128,15 +128,15 @@ def loss_callable(name: str, train_labels: np.ndarray):
     return bcejax.losses.AsymmetricLoss(gamma_pos=0.0, gamma_neg=4.0, clip=0.05)
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = training.arguments(
-        __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
+        "spam", __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
     )
     parser.add_argument(
         "--loss", choices=("bce", "pos_weight", "focal", "asymmetric"), default="bce"
     )
     parser.add_argument("--hidden", type=int, default=64)
-    args = parser.parse_args(argv)
+    args = training.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs = min(args.epochs, 3)
     splits = load(args.seed)

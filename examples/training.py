@@ -1,31 +1,45 @@
-"""What the three examples share: sharded training with a bcejax loss, evaluation, outputs.
+"""What the three examples share: flags, sharded training with a bcejax loss, evaluation, outputs.
 
-* Devices: a 1-D ``jax.sharding`` mesh over every device, axis ``"data"``; each
-  batch is split across it and the parameters are replicated, so the same code
-  runs on one CPU, several GPUs or a TPU slice (``--distributed`` calls
-  ``jax.distributed.initialize()`` first, for several hosts). A batch that
-  does not split evenly is padded and the padding masked with ``where``.
+* Flags: :func:`arguments` builds the command line every example shares and
+  :func:`parse` checks it before any work (a bad value ends the run with a
+  one-line error and exit status 2, as argparse does), then joins the other
+  processes when ``--distributed`` is given: before any other JAX call, as
+  ``jax.distributed.initialize`` requires.
+* Devices: a 1-D ``jax.sharding`` mesh over every device of every process,
+  axis ``"data"``; each batch is split across it and the parameters are
+  replicated, so the same code runs on one CPU, several GPUs, a TPU slice or
+  several hosts. Every process holds the whole data set and feeds only its own
+  devices' rows of each batch; the evaluation logits come back replicated, so
+  every process sees all of them. A batch that does not split evenly is
+  padded and the padding masked with ``where``.
 * Training: an optax optimizer in a jitted step, tqdm progress bars, a
   validation pass per epoch with ``bcejax.metrics``, early stopping on the
   validation loss (the best parameters are kept), orbax checkpoints every
-  epoch, and ``--resume`` to continue an interrupted run where it stopped.
+  epoch (every process takes part in each save), and ``--resume`` to continue
+  an interrupted run where it stopped; a checkpoint that cannot be read is
+  skipped with a line saying why, and the run resumes from the newest one
+  that can.
 * A NaN or infinite training loss stops the run with the step and the likely
   causes.
-* Outputs in ``--out``: ``metrics.json`` (with a ``"test"`` object), and PNG
-  plots of the loss curves, and for classifiers the ROC and PR curves and the
-  reliability diagram before and after temperature scaling.
+* Outputs in ``--out``, written by process 0 alone, which also prints the
+  progress and the summary: ``metrics.json`` (with a ``"test"`` object and the
+  history of the epochs that ran), and PNG plots of the loss curves, and for
+  classifiers the ROC and PR curves and the reliability diagram before and
+  after temperature scaling.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -46,21 +60,110 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def arguments(description: str, *, epochs: int, batch_size: int, lr: float, patience: int = 3):
+class CheckpointError(RuntimeError):
+    """``--resume`` found checkpoints but could read none of them."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``spam.py: error: ...``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def arguments(
+    name: str, description: str, *, epochs: int, batch_size: int, lr: float, patience: int = 3
+) -> argparse.ArgumentParser:
     """The command line every example shares; examples add their own options."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = _Parser(description=description)
     parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="the global batch")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
     parser.add_argument("--patience", type=int, default=patience, help="early-stopping epochs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="default: runs/<example>/")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
     parser.add_argument(
+        "--out", type=Path, default=Path("runs") / name, help="output folder (%(default)s)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest readable checkpoint"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
+    hosts = parser.add_argument_group(
+        "several processes",
+        "one command per process; on a TPU pod, Slurm or Open MPI, --distributed finds the rest",
+    )
+    hosts.add_argument(
         "--distributed", action="store_true", help="call jax.distributed.initialize() first"
     )
+    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=int, metavar="N")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="0 to N - 1")
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses and checks the flags, then joins the other processes if ``--distributed``.
+
+    Call it first in ``main``: ``jax.distributed.initialize`` must run before
+    any other JAX call, and a bad flag must stop the run before any work.
+    """
+    args = parser.parse_args(argv)
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be positive and finite, got {args.lr:g}")
+    for flag, value in (("--patience", args.patience), ("--seed", args.seed)):
+        if value < 0:
+            parser.error(f"{flag} must be 0 or more, got {value}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (it is created if absent)")
+    if args.resume and not _has_checkpoint(args.out):
+        parser.error(f"--resume: no checkpoint in {args.out}; leave out --resume to start anew")
+    _check_processes(parser, args)
+    if args.distributed:
+        # Processes on CPU exchange data through gloo: JAX's default, set if a JAX has none.
+        if jax.config.jax_cpu_collectives_implementation is None:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        host = (args.coordinator_address or "").rpartition(":")[0]
+        # A coordinator on a loopback address serves this machine only: it listens there
+        # rather than on every interface, JAX's default.
+        local = host in ("127.0.0.1", "localhost", "[::1]")
+        try:
+            jax.distributed.initialize(
+                args.coordinator_address,
+                args.num_processes,
+                args.process_id,
+                coordinator_bind_address=args.coordinator_address if local else None,
+            )
+        except ValueError as error:  # a value neither given nor found in a cluster
+            parser.error(
+                f"--distributed: {error} Outside a TPU pod, Slurm or Open MPI job, give "
+                "--coordinator-address, --num-processes and --process-id"
+            )
+    return args
+
+
+def _check_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [args.coordinator_address, args.num_processes, args.process_id]
+    if not args.distributed and any(value is not None for value in given):
+        parser.error("--coordinator-address, --num-processes and --process-id need --distributed")
+    if args.coordinator_address is not None:
+        host, _, port = args.coordinator_address.rpartition(":")
+        if not (host and port.isdigit() and 0 < int(port) < 65536):
+            parser.error(f"--coordinator-address must be HOST:PORT, got {args.coordinator_address}")
+    if args.num_processes is not None and args.num_processes < 1:
+        parser.error(f"--num-processes must be a positive integer, got {args.num_processes}")
+    if args.process_id is not None and args.process_id < 0:
+        parser.error(f"--process-id must be 0 or more, got {args.process_id}")
+    if args.num_processes is not None and (args.process_id or 0) >= args.num_processes:
+        parser.error(f"--process-id must be below --num-processes, got {args.process_id}")
+
+
+def report(message: str) -> None:
+    """Prints ``message`` from process 0 only, so several processes print it once."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 @dataclasses.dataclass
@@ -90,7 +193,7 @@ class Task:
 
 
 def make_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over every device (all hosts' after ``jax.distributed.initialize``)."""
+    """A 1-D mesh over every device (every process's after ``jax.distributed.initialize``)."""
     # Auto axes: XLA places the replicated parameters' all-reduces and gathers itself.
     auto = (jax.sharding.AxisType.Auto,)
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=auto)
@@ -108,14 +211,12 @@ def _device_batch(mesh, data: Batch, index: np.ndarray, batch_size: int):
     mask = np.concatenate([np.ones(index.size, bool), np.zeros(pad, bool)])
     index = np.concatenate([index, np.zeros(pad, index.dtype)])
     sharding = NamedSharding(mesh, P("data"))
-    # Each host feeds its own slice of the global batch (all of it on one host).
-    per_host = batch_size // jax.process_count()
-    rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
 
+    # Called for this process's devices only: each process feeds its own rows.
     def put(array):
         array = np.asarray(array)
-        global_shape = (batch_size, *array.shape[1:])
-        return jax.make_array_from_process_local_data(sharding, array[rows], global_shape)
+        shape = (batch_size, *array.shape[1:])
+        return jax.make_array_from_callback(shape, sharding, lambda rows: array[rows])
 
     x = jax.tree.map(lambda array: put(array[index]), data["x"])  # an array or a dict of them
     return x, put(data["y"][index]), put(mask)
@@ -135,7 +236,7 @@ def _mask_like(mask, logits):
     return mask.reshape(mask.shape + (1,) * (logits.ndim - mask.ndim))
 
 
-def _steps(graphdef, loss_fn, optimizer):
+def _steps(graphdef, loss_fn, optimizer, mesh):
     def forward(params, x):
         return nnx.merge(graphdef, params)(x)
 
@@ -150,7 +251,8 @@ def _steps(graphdef, loss_fn, optimizer):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    @jax.jit
+    # Replicated logits: every process can read all of them, on one host or several.
+    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
     def eval_step(params, x, y, mask):
         logits = forward(params, x)
         where = jnp.broadcast_to(_mask_like(mask, logits), logits.shape)
@@ -178,12 +280,45 @@ def predict(task: Task, params, eval_step, mesh, data: Batch, batch_size: int):
 
 def _checkpointer(directory: Path) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(directory.resolve(), options=options)
+    # One unnamed item, declared here: orbax would otherwise infer the layout from the
+    # first checkpoint it reads, and a damaged one would make it misread the rest.
+    handler = ocp.StandardCheckpointHandler()
+    return ocp.CheckpointManager(directory.resolve(), options=options, item_handlers=handler)
+
+
+def _has_checkpoint(out: Path) -> bool:
+    """Whether ``out``, or a folder below it (an ensemble member's), holds a checkpoint."""
+    return any(step.name.isdigit() for step in out.glob("**/checkpoints/*"))
 
 
 def _restore(manager: ocp.CheckpointManager, template: dict[str, Any]) -> dict[str, Any]:
+    """The newest checkpoint that can be read; each newer one is reported in a line, then deleted.
+
+    Deleted only once an older one was read, so that its epoch is saved again.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    unreadable = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        # A damaged checkpoint fails in any of orbax's layers, each with its own error.
+        except Exception as error:
+            where = f"{manager.directory}/{step}"
+            report(f"skipped the checkpoint after epoch {step} ({where}): {_reason(error)}")
+            unreadable.append(step)
+            continue
+        for bad in unreadable:
+            manager.delete(bad)
+        return state
+    raise CheckpointError(f"--resume: no checkpoint in {manager.directory} can be read")
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause of ``error``, on one line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    message = str(error.args[0]) if len(error.args) == 1 else str(error)
+    return f"{type(error).__name__}: {' '.join(message.split())[:300]}"
 
 
 # ---------------------------------------------------------------------------
@@ -209,18 +344,23 @@ def _check_finite(losses: list, first_step: int, epoch: int, lr: float, start: i
 
 
 def run(main: Callable[[], Any]) -> None:
-    """Runs an example's ``main``; a non-finite loss ends it with its message and exit code 1."""
+    """Runs an example's ``main``, ending the process cleanly on the faults it expects.
+
+    A non-finite loss exits with its message and status 1; checkpoints none of
+    which can be read, with an argparse-style one-line error and status 2.
+    """
     try:
         main()
     except NonFiniteLossError as error:
         raise SystemExit(f"training stopped: {error}") from None
+    except CheckpointError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransformation) -> dict:
     """Trains ``task.model`` with early stopping; returns the history and the best parameters."""
-    if args.distributed:
-        jax.distributed.initialize()
-    out = args.out or Path("runs") / task.name
+    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh()
     devices = jax.device_count()
@@ -229,7 +369,7 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
     replicated = NamedSharding(mesh, P())
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(optimizer.init(params), replicated)
-    train_step, eval_step = _steps(graphdef, task.loss, optimizer)
+    train_step, eval_step = _steps(graphdef, task.loss, optimizer, mesh)
 
     state = {
         "params": params,
@@ -251,7 +391,7 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
             state[key] = np.concatenate([saved, np.full(args.epochs - saved.size, np.nan)])
         state["params"] = jax.device_put(state["params"], replicated)
         state["opt_state"] = jax.device_put(state["opt_state"], replicated)
-        print(f"resumed from the checkpoint after epoch {int(state['epoch'])}")
+        report(f"resumed from the checkpoint after epoch {int(state['epoch'])}")
     elif not args.resume and manager.latest_step() is not None:
         for step in list(manager.all_steps()):
             manager.delete(step)
@@ -259,14 +399,20 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
     train, val = task.splits["train"], task.splits["val"]
     start = time.perf_counter()
     for epoch in range(int(state["epoch"]), args.epochs):
-        if int(state["bad_epochs"]) >= args.patience:
+        # Patience 0 stops at the first epoch without improvement, as in Keras.
+        if int(state["bad_epochs"]) >= max(args.patience, 1):
             break
         # Seeded by epoch, so a resumed run draws what an uninterrupted one would.
         rng = np.random.default_rng([args.seed, epoch])
         batches = _batches(len(train["y"]), batch_size, rng)
         losses, sizes = [], []
         first_step = int(state["step"])
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            leave=False,
+            disable=None if jax.process_index() == 0 else True,
+        )
         params, opt_state = state["params"], state["opt_state"]
         for i, index in enumerate(bar):
             x = jax.tree.map(lambda array, rows=index: array[rows], train["x"])
@@ -298,7 +444,7 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
         state["val_score"][epoch] = val_score
         manager.save(epoch + 1, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
-        print(
+        report(
             f"epoch {epoch + 1:>3}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
             f"val {'AUC' if task.kind == 'classifier' else 'IoU'} {val_score:.4f}"
             + ("" if improved else f"  (no improvement {int(state['bad_epochs'])})")
@@ -341,15 +487,21 @@ def split_logits(task: Task, state: dict) -> dict[str, np.ndarray]:
     }
 
 
-def evaluate(task: Task, state: dict, logits: dict[str, np.ndarray] | None = None) -> dict:
+def evaluate(
+    task: Task, state: dict, logits: dict[str, np.ndarray] | None = None
+) -> dict[str, Any] | None:
     """Test metrics, plots and ``metrics.json`` of the best parameters; returns the metrics.
 
     ``logits`` (per split, e.g. an ensemble's averaged logits) replaces the
-    best parameters' own.
+    best parameters' own. Every process takes part in computing the logits;
+    process 0 alone computes the metrics, writes the files and prints the
+    summary, and the others return None.
     """
+    logits = split_logits(task, state) if logits is None else logits
+    if jax.process_index() != 0:
+        return None
     out: Path = state["out"]
     results: dict[str, Any] = {"example": task.name, "loss": task.loss_name}
-    logits = split_logits(task, state) if logits is None else logits
     for split in ("val", "test"):
         loss = task.loss(jnp.asarray(logits[split]), jnp.asarray(task.splits[split]["y"]))
         results[f"{split}_loss"] = float(loss)
@@ -378,19 +530,27 @@ def evaluate(task: Task, state: dict, logits: dict[str, np.ndarray] | None = Non
     results["epochs"] = int(state["epoch"])
     results["train_seconds"] = round(state["seconds"], 1)
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    results["history"] = {
-        key: [None if math.isnan(v) else v for v in np.asarray(state[key]).tolist()]
-        for key in ("train_loss", "val_loss", "val_score")
-    }
-    _plot_losses(out, state)
+    results["processes"] = jax.process_count()
+    results["history"] = _history(state)
+    _plot_losses(out, results["history"])
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
 
 
+def _history(state: dict) -> dict[str, list[float]]:
+    """The per-epoch losses and scores of the epochs that ran."""
+    ran = int(state["epoch"])
+    return {
+        key: np.asarray(state[key])[:ran].tolist()
+        for key in ("train_loss", "val_loss", "val_score")
+    }
+
+
 def _print_summary(results: dict) -> None:
     test = results["test"]
-    print(f"\n{results['example']} ({results['loss']}), test split, {results['devices']}:")
+    hosts = f", {results['processes']} processes" if results["processes"] > 1 else ""
+    print(f"\n{results['example']} ({results['loss']}), test split, {results['devices']}{hosts}:")
     for key, value in test.items():
         print(f"  {key:<32} {value:.4f}")
     print(f"  {'epochs':<32} {results['epochs']}")
@@ -406,12 +566,12 @@ def _pyplot():
     return plt
 
 
-def _plot_losses(out: Path, state: dict) -> None:
+def _plot_losses(out: Path, history: dict[str, list[float]]) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = np.arange(1, len(state["train_loss"]) + 1)
-    ax.plot(epochs, state["train_loss"], "o-", label="train")
-    ax.plot(epochs, state["val_loss"], "o-", label="validation")
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    ax.plot(epochs, history["train_loss"], "o-", label="train")
+    ax.plot(epochs, history["val_loss"], "o-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend()

@@ -1,7 +1,9 @@
 """The examples run as a user runs them: ``--quick`` in a subprocess, outputs checked.
 
 Each run is a fresh process (as from the README), so the device count can be
-set with ``XLA_FLAGS`` before JAX starts.
+set with ``XLA_FLAGS`` before JAX starts. The runs share a persistent
+compilation cache, so each one after the first skips most of its compiling.
+Runs as several processes are in ``test_examples_distributed.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +21,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER_KEYS = {"roc_auc", "average_precision", "f1", "log_loss", "ece"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent XLA compilation cache for the examples this module runs."""
+    cache = tmp_path_factory.getbasetemp() / "xla-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        yield
 
 
 def run_example(name: str, out: Path, *args: str, devices: int = 1, check: bool = True):
@@ -56,7 +71,7 @@ def test_spam_quick_writes_sane_outputs(spam_quick):
     assert 0.85 < test["roc_auc"] <= 1.0  # chance is 0.5; a full run reaches 0.93
     assert 0.0 < test["log_loss"] < 0.5  # always predicting the 9% base rate gives 0.31
     assert 0.0 <= test["ece"] < 0.2
-    assert metrics["epochs"] == 3 and metrics["loss"] == "bce"
+    assert metrics["epochs"] == 3 and metrics["loss"] == "bce" and metrics["processes"] == 1
     assert len(metrics["history"]["val_loss"]) == 3
     for plot in ("loss_curves.png", "roc_pr.png", "reliability.png"):
         assert (out / plot).stat().st_size > 1000
@@ -80,6 +95,86 @@ def test_resume_continues_where_the_run_stopped(tmp_path, spam_quick):
     want, got = read_metrics(whole), read_metrics(parts)
     assert got["history"]["val_loss"] == pytest.approx(want["history"]["val_loss"], rel=1e-5)
     assert got["test"]["roc_auc"] == pytest.approx(want["test"]["roc_auc"], rel=1e-5)
+
+
+def damage(step: Path, how: str) -> None:
+    """Makes the checkpoint in ``step`` unreadable, as a crash or a full disk would."""
+    if how == "truncated data":
+        data = max(step.rglob("d/*"), key=lambda file: file.stat().st_size)
+        data.write_bytes(data.read_bytes()[:100])
+    elif how == "garbage metadata":
+        (step / "default" / "_METADATA").write_text("{not json")
+    else:
+        shutil.rmtree(step)
+        step.mkdir()
+
+
+@pytest.mark.parametrize("how", ["truncated data", "garbage metadata", "emptied"])
+def test_resume_skips_an_unreadable_checkpoint(tmp_path, spam_quick, how):
+    whole, out = spam_quick[0], tmp_path / "run"
+    shutil.copytree(whole / "checkpoints", out / "checkpoints")
+    damage(out / "checkpoints" / "3", how)
+    result = run_example("spam", out, "--quick", "--resume")
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
+    # one line: which checkpoint, and why (the error's type and message)
+    assert len(skipped) == 1, result.stdout
+    assert re.fullmatch(r"skipped the checkpoint after epoch 3 \(.+/3\): \w+: .+", skipped[0])
+    assert "resumed from the checkpoint after epoch 2" in result.stdout
+    assert "epoch   3:" in result.stdout and "Traceback" not in result.stderr
+    # epoch 3 ran again from the good checkpoint: the uninterrupted run's results
+    want, got = read_metrics(whole), read_metrics(out)
+    assert got["test"] == pytest.approx(want["test"], rel=1e-6)
+    for key, values in want["history"].items():
+        assert got["history"][key] == pytest.approx(values, rel=1e-6)
+
+
+def test_resume_with_no_readable_checkpoint_stops(tmp_path, spam_quick):
+    out = tmp_path / "run"
+    shutil.copytree(spam_quick[0] / "checkpoints", out / "checkpoints")
+    for step in ("2", "3"):
+        damage(out / "checkpoints" / step, "garbage metadata")
+    result = run_example("spam", out, "--quick", "--resume", check=False)
+    assert result.returncode == 2
+    error = f"spam.py: error: --resume: no checkpoint in {out / 'checkpoints'} can be read"
+    assert result.stderr.splitlines()[-1] == error
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3"]  # kept
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--epochs", "0"], "--epochs"),
+        ([], "--out"),  # --out names a file
+        (["--resume"], "--resume"),  # --out is an empty folder
+    ],
+    ids=["batch-size 0", "lr -1", "lr nan", "epochs 0", "out is a file", "resume from nothing"],
+)
+def test_bad_flags_stop_before_any_work(tmp_path, flags, named):
+    out = tmp_path / "out"
+    if named == "--out":
+        out.write_text("a file, not a folder\n")
+    else:
+        out.mkdir()
+    result = run_example("spam", out, "--quick", *flags, check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # one line, no traceback
+    assert result.stderr.startswith(f"spam.py: error: {named}")
+    assert result.stdout == ""
+    assert out.is_file() or not any(out.iterdir())  # nothing written
+
+
+def test_history_holds_only_the_epochs_that_ran(tmp_path):
+    """Early stopping at the first epoch without improvement: no padding up to --epochs."""
+    run_example("spam", tmp_path, "--epochs", "10", "--patience", "0", "--lr", "0.02")
+    metrics = read_metrics(tmp_path)
+    assert metrics["epochs"] < 10
+    for values in metrics["history"].values():
+        assert len(values) == metrics["epochs"]
+        assert all(math.isfinite(v) for v in values)
 
 
 def test_four_devices_shard_the_batch(tmp_path):
@@ -133,6 +228,6 @@ def test_segmentation_quick(tmp_path):
     assert set(test) == {"iou", "dice"}
     # predicting no foreground gives 0, predicting all of it about 0.075; a full run 0.93
     assert 0.2 < test["iou"] <= test["dice"] <= 1.0
-    assert metrics["history"]["val_score"][-1] is not None  # the validation IoU per epoch
+    assert len(metrics["history"]["val_score"]) == 2  # the validation IoU per epoch
     for plot in ("loss_curves.png", "overlays.png"):
         assert (tmp_path / plot).stat().st_size > 1000
