@@ -40,10 +40,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import bcejax
+from bcejax import metrics
 
 NUM_FEATURES = 20
 NUM_TRAIN = 30_000
@@ -121,32 +121,16 @@ def train(
 # --- Metrics ----------------------------------------------------------------
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Exact ROC-AUC by the rank-sum (Mann-Whitney U) formula; ties get their average rank."""
-    scores = np.asarray(scores, np.float64)
-    positive = np.asarray(labels) == 1
-    order = np.argsort(scores, kind="stable")
-    # Runs of equal scores in sorted order: each element gets the mean of the
-    # 1-based ranks its run spans, first + (count + 1) / 2.
-    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
-    ranks = np.empty(scores.shape, np.float64)
-    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def evaluate(params: Params, x: jax.Array, y: jax.Array) -> dict[str, float]:
-    """Test metrics; precision is 0 when nothing is flagged (scikit-learn's convention)."""
+    """Test metrics from ``bcejax.metrics``; precision is 0 when nothing is flagged."""
     logits = predict_logits(params, x)
-    flagged = np.asarray(jax.nn.sigmoid(logits) >= THRESHOLD)
-    positive = np.asarray(y) == 1
-    true_positives = int((flagged & positive).sum())
+    probabilities = jax.nn.sigmoid(logits)
     return {
         "test_bce": float(bcejax.losses.BinaryCrossEntropy()(logits, y)),
-        "roc_auc": roc_auc(np.asarray(logits), np.asarray(y)),
-        "recall": true_positives / max(int(positive.sum()), 1),
-        "precision": true_positives / max(int(flagged.sum()), 1),
-        "flagged": int(flagged.sum()),
+        "roc_auc": float(metrics.roc_auc(logits, y)),
+        "recall": float(metrics.recall(probabilities, y, threshold=THRESHOLD)),
+        "precision": float(metrics.precision(probabilities, y, threshold=THRESHOLD)),
+        "flagged": int(jnp.sum(probabilities >= THRESHOLD)),
     }
 
 

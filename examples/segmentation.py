@@ -218,11 +218,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         kind="segmentation",
         loss_name=args.loss,
     )
-    steps = args.epochs * -(-len(splits["train"]["y"]) // args.batch_size)
+    # The schedule counts the steps fit takes: its batch is rounded to the device count.
+    batch_size = training.global_batch_size(args.batch_size)
+    steps = args.epochs * -(-len(splits["train"]["y"]) // batch_size)
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, steps // 10), steps)
     optimizer = optax.adamw(schedule, weight_decay=1e-4)
-    state = training.fit(task, args, optimizer)
-    return training.evaluate(task, state)
+    result = training.fit(task, args, optimizer)
+    return training.evaluate(task, result)
 
 
 if __name__ == "__main__":

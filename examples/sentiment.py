@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import functools
 import itertools
 import re
@@ -185,34 +186,38 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.quick:
         args.epochs, args.members = min(args.epochs, 3), 1
     splits, vocabulary = load(args.seed, args.quick)
-    task = training.Task(
-        name="sentiment",
-        model=None,
-        loss=loss_callable(args.loss),
-        splits=splits,
-        loss_name=args.loss,
-        augment=functools.partial(drop_ngrams, rate=args.drop) if args.drop else None,
-    )
     if args.optimizer == "sgd":
         optimizer = optax.sgd(args.lr, momentum=0.9)
     else:
         optimizer = optax.adamw(args.lr, weight_decay=1e-4)
+
+    def member(index: int) -> tuple[training.Task, training.FitResult]:
+        """Trains one member of the ensemble, seeded ``--seed + index``, in its own folder."""
+        seed = args.seed + index
+        task = training.Task(
+            name="sentiment",
+            model=WideAndDeep(vocabulary, args.dim, nnx.Rngs(seed)),
+            loss=loss_callable(args.loss),
+            splits=splits,
+            loss_name=args.loss,
+            augment=functools.partial(drop_ngrams, rate=args.drop) if args.drop else None,
+        )
+        member_args = argparse.Namespace(
+            **{**vars(args), "seed": seed, "out": args.out / f"member{index}"}
+        )
+        training.report(f"member {index + 1} of {args.members}")
+        return task, training.fit(task, member_args, optimizer)
+
     # An ensemble: members differ in their initialization and batch order, and the
     # ensemble's logit is the mean of theirs.
-    logits, seconds = {"val": [], "test": []}, 0.0
-    for member in range(args.members):
-        seed = args.seed + member
-        task.model = WideAndDeep(vocabulary, args.dim, nnx.Rngs(seed))
-        member_args = argparse.Namespace(
-            **{**vars(args), "seed": seed, "out": args.out / f"member{member}"}
-        )
-        training.report(f"member {member + 1} of {args.members}")
-        state = training.fit(task, member_args, optimizer)
-        seconds += state["seconds"]
-        for split, values in training.split_logits(task, state).items():
-            logits[split].append(values)
-    state.update(out=args.out, seconds=seconds)
-    return training.evaluate(task, state, {split: np.mean(v, 0) for split, v in logits.items()})
+    members = [member(index) for index in range(args.members)]
+    logits = [training.split_logits(task, result) for task, result in members]
+    mean = {split: np.mean([each[split] for each in logits], 0) for split in ("val", "test")}
+    # Reported in --out with the members' total training time; epochs and history: the last's.
+    task, last = members[-1]
+    seconds = sum(result.seconds for _, result in members)
+    ensemble = dataclasses.replace(last, out=args.out, seconds=seconds)
+    return training.evaluate(task, ensemble, mean)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         loss_name=args.loss,
     )
     optimizer = optax.adamw(args.lr, weight_decay=1e-4)
-    state = training.fit(task, args, optimizer)
-    return training.evaluate(task, state)
+    result = training.fit(task, args, optimizer)
+    return training.evaluate(task, result)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@
   devices' rows of each batch; the evaluation logits come back replicated, so
   every process sees all of them. A batch that does not split evenly is
   padded and the padding masked with ``where``.
-* Training: an optax optimizer in a jitted step, tqdm progress bars, a
-  validation pass per epoch with ``bcejax.metrics``, early stopping on the
-  validation loss (the best parameters are kept), orbax checkpoints every
-  epoch (every process takes part in each save), and ``--resume`` to continue
-  an interrupted run where it stopped; a checkpoint that cannot be read is
-  skipped with a line saying why, and the run resumes from the newest one
-  that can.
+* Training: :func:`fit` runs an optax optimizer in a jitted step, with tqdm
+  progress bars, a validation pass per epoch with ``bcejax.metrics``, early
+  stopping on the validation loss (the best parameters are kept), orbax
+  checkpoints every epoch (every process takes part in each save), and
+  ``--resume`` to continue an interrupted run where it stopped; a checkpoint
+  that cannot be read is skipped with a line saying why, and the run resumes
+  from the newest one that can. It returns a :class:`FitResult`: the
+  :class:`TrainState` after the last epoch (parameters, best parameters,
+  history) and the mesh and steps that evaluate it.
 * A NaN or infinite training loss stops the run with the step and the likely
   causes.
 * Outputs in ``--out``, written by process 0 alone, which also prints the
@@ -166,7 +168,7 @@ def report(message: str) -> None:
         print(message, flush=True)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Task:
     """An example's model, loss and data, as the shared loop needs them.
 
@@ -187,6 +189,57 @@ class Task:
     augment: Callable[[Any, np.random.Generator], Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class History:
+    """The per-epoch figures of the epochs that ran: mean training loss, validation loss, score."""
+
+    train_loss: tuple[float, ...] = ()
+    val_loss: tuple[float, ...] = ()
+    val_score: tuple[float, ...] = ()
+
+    def add(self, train_loss: float, val_loss: float, val_score: float) -> History:
+        """This history with one more epoch."""
+        return History(
+            (*self.train_loss, train_loss),
+            (*self.val_loss, val_loss),
+            (*self.val_score, val_score),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Where training stands after ``epoch`` epochs: what each checkpoint holds."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    best_params: nnx.State  # those of the epoch with the lowest validation loss
+    epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since the validation loss last improved
+    history: History = dataclasses.field(default_factory=History)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Where and how one model trains: the mesh, the global batch size and the jitted steps."""
+
+    mesh: jax.sharding.Mesh
+    batch_size: int
+    train_step: Callable[..., Any]
+    eval_step: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns: the state after the last epoch and what evaluating it needs."""
+
+    state: TrainState
+    trainer: Trainer
+    out: Path
+    seconds: float  # the wall time of the epochs
+
+
 # ---------------------------------------------------------------------------
 # Devices and batches.
 # ---------------------------------------------------------------------------
@@ -197,6 +250,15 @@ def make_mesh() -> jax.sharding.Mesh:
     # Auto axes: XLA places the replicated parameters' all-reduces and gathers itself.
     auto = (jax.sharding.AxisType.Auto,)
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=auto)
+
+
+def global_batch_size(requested: int) -> int:
+    """The batch :func:`fit` trains with: ``requested`` rounded up to a multiple of the devices.
+
+    Every device then gets as many rows. A learning-rate schedule counts its steps with it.
+    """
+    devices = jax.device_count()
+    return -(-requested // devices) * devices
 
 
 def _batches(size: int, batch_size: int, rng: np.random.Generator | None):
@@ -222,8 +284,14 @@ def _device_batch(mesh, data: Batch, index: np.ndarray, batch_size: int):
     return x, put(data["y"][index]), put(mask)
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+def _train_batch(task: Task, trainer: Trainer, index: np.ndarray, rng: np.random.Generator):
+    """The training rows ``index``, augmented if the task says so, as a sharded ``(x, y, mask)``."""
+    train = task.splits["train"]
+    x = jax.tree.map(lambda array: array[index], train["x"])
+    if task.augment is not None:
+        x = task.augment(x, rng)
+    batch = {"x": x, "y": train["y"][index]}
+    return _device_batch(trainer.mesh, batch, np.arange(index.size), trainer.batch_size)
 
 
 # ---------------------------------------------------------------------------
@@ -261,12 +329,26 @@ def _steps(graphdef, loss_fn, optimizer, mesh):
     return train_step, eval_step
 
 
-def predict(task: Task, params, eval_step, mesh, data: Batch, batch_size: int):
+def _setup(
+    task: Task, optimizer: optax.GradientTransformation, batch_size: int
+) -> tuple[Trainer, TrainState]:
+    """The mesh, the jitted steps and the initial state, parameters replicated on every device."""
+    mesh = make_mesh()
+    graphdef, params = nnx.split(task.model)
+    replicated = NamedSharding(mesh, P())
+    params = jax.device_put(params, replicated)
+    opt_state = jax.device_put(optimizer.init(params), replicated)
+    train_step, eval_step = _steps(graphdef, task.loss, optimizer, mesh)
+    trainer = Trainer(mesh, global_batch_size(batch_size), train_step, eval_step)
+    return trainer, TrainState(params, opt_state, best_params=params)
+
+
+def predict(trainer: Trainer, params: nnx.State, data: Batch) -> tuple[float, np.ndarray]:
     """``(mean loss, logits)`` over a split, in order (padding dropped)."""
     losses, weights, outputs = [], [], []
-    for index in _batches(len(data["y"]), batch_size, None):
-        x, y, mask = _device_batch(mesh, data, index, batch_size)
-        loss, logits = eval_step(params, x, y, mask)
+    for index in _batches(len(data["y"]), trainer.batch_size, None):
+        x, y, mask = _device_batch(trainer.mesh, data, index, trainer.batch_size)
+        loss, logits = trainer.eval_step(params, x, y, mask)
         losses.append(float(loss))
         weights.append(index.size)
         outputs.append(np.asarray(logits)[: index.size])
@@ -289,6 +371,61 @@ def _checkpointer(directory: Path) -> ocp.CheckpointManager:
 def _has_checkpoint(out: Path) -> bool:
     """Whether ``out``, or a folder below it (an ensemble member's), holds a checkpoint."""
     return any(step.name.isdigit() for step in out.glob("**/checkpoints/*"))
+
+
+def _to_checkpoint(state: TrainState, epochs: int) -> dict[str, Any]:
+    """The state as a checkpoint stores it: named arrays, the history NaN-padded to ``epochs``."""
+
+    def padded(values: tuple[float, ...]) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(values, np.float64), np.full(epochs - len(values), np.nan)]
+        )
+
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "best_params": state.best_params,
+        "epoch": np.asarray(state.epoch, np.int32),
+        "step": np.asarray(state.step, np.int32),
+        "best_val_loss": np.asarray(state.best_val_loss, np.float64),
+        "bad_epochs": np.asarray(state.bad_epochs, np.int32),
+        **{f.name: padded(getattr(state.history, f.name)) for f in dataclasses.fields(History)},
+    }
+
+
+def _from_checkpoint(saved: dict[str, Any], epochs: int) -> TrainState:
+    """The state a checkpoint holds, its history cut to this run's ``epochs``."""
+    ran = min(int(saved["epoch"]), epochs)
+    history = {
+        f.name: tuple(np.asarray(saved[f.name])[:ran].tolist()) for f in dataclasses.fields(History)
+    }
+    return TrainState(
+        params=saved["params"],
+        opt_state=saved["opt_state"],
+        best_params=saved["best_params"],
+        epoch=int(saved["epoch"]),
+        step=int(saved["step"]),
+        best_val_loss=float(saved["best_val_loss"]),
+        bad_epochs=int(saved["bad_epochs"]),
+        history=History(**history),
+    )
+
+
+def _resume(
+    manager: ocp.CheckpointManager, state: TrainState, trainer: Trainer, args: argparse.Namespace
+) -> TrainState:
+    """``--resume``: the newest readable checkpoint's state; else ``state``, old ones deleted."""
+    if manager.latest_step() is None:
+        return state
+    if not args.resume:
+        for step in list(manager.all_steps()):
+            manager.delete(step)
+        return state
+    saved = _from_checkpoint(_restore(manager, _to_checkpoint(state, args.epochs)), args.epochs)
+    replicated = NamedSharding(trainer.mesh, P())
+    params, opt_state = jax.device_put((saved.params, saved.opt_state), replicated)
+    report(f"resumed from the checkpoint after epoch {saved.epoch}")
+    return dataclasses.replace(saved, params=params, opt_state=opt_state)
 
 
 def _restore(manager: ocp.CheckpointManager, template: dict[str, Any]) -> dict[str, Any]:
@@ -358,106 +495,75 @@ def run(main: Callable[[], Any]) -> None:
         raise SystemExit(2) from None
 
 
-def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransformation) -> dict:
-    """Trains ``task.model`` with early stopping; returns the history and the best parameters."""
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh()
-    devices = jax.device_count()
-    batch_size = _round_up(args.batch_size, devices)
-    graphdef, params = nnx.split(task.model)
-    replicated = NamedSharding(mesh, P())
-    params = jax.device_put(params, replicated)
-    opt_state = jax.device_put(optimizer.init(params), replicated)
-    train_step, eval_step = _steps(graphdef, task.loss, optimizer, mesh)
+def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransformation) -> FitResult:
+    """Trains ``task.model`` with early stopping on the validation loss, a checkpoint each epoch.
 
-    state = {
-        "params": params,
-        "opt_state": opt_state,
-        "best_params": params,
-        "epoch": np.asarray(0, np.int32),
-        "step": np.asarray(0, np.int32),
-        "best_val_loss": np.asarray(np.inf),
-        "bad_epochs": np.asarray(0, np.int32),
-        "train_loss": np.full(args.epochs, np.nan),
-        "val_loss": np.full(args.epochs, np.nan),
-        "val_score": np.full(args.epochs, np.nan),
-    }
-    manager = _checkpointer(out / "checkpoints")
-    if args.resume and manager.latest_step() is not None:
-        state = _restore(manager, state)
-        for key in ("train_loss", "val_loss", "val_score"):  # to this run's --epochs
-            saved = np.asarray(state[key])[: args.epochs]
-            state[key] = np.concatenate([saved, np.full(args.epochs - saved.size, np.nan)])
-        state["params"] = jax.device_put(state["params"], replicated)
-        state["opt_state"] = jax.device_put(state["opt_state"], replicated)
-        report(f"resumed from the checkpoint after epoch {int(state['epoch'])}")
-    elif not args.resume and manager.latest_step() is not None:
-        for step in list(manager.all_steps()):
-            manager.delete(step)
-
-    train, val = task.splits["train"], task.splits["val"]
+    The result's state holds the best parameters and the history of the epochs that ran.
+    """
+    args.out.mkdir(parents=True, exist_ok=True)
+    trainer, state = _setup(task, optimizer, args.batch_size)
+    manager = _checkpointer(args.out / "checkpoints")
+    state = _resume(manager, state, trainer, args)
     start = time.perf_counter()
-    for epoch in range(int(state["epoch"]), args.epochs):
-        # Patience 0 stops at the first epoch without improvement, as in Keras.
-        if int(state["bad_epochs"]) >= max(args.patience, 1):
-            break
-        # Seeded by epoch, so a resumed run draws what an uninterrupted one would.
-        rng = np.random.default_rng([args.seed, epoch])
-        batches = _batches(len(train["y"]), batch_size, rng)
-        losses, sizes = [], []
-        first_step = int(state["step"])
-        bar = tqdm(
-            batches,
-            desc=f"epoch {epoch + 1}/{args.epochs}",
-            leave=False,
-            disable=None if jax.process_index() == 0 else True,
-        )
-        params, opt_state = state["params"], state["opt_state"]
-        for i, index in enumerate(bar):
-            x = jax.tree.map(lambda array, rows=index: array[rows], train["x"])
-            batch = {"x": x, "y": train["y"][index]}
-            if task.augment is not None:
-                batch["x"] = task.augment(batch["x"], rng)
-            x, y, mask = _device_batch(mesh, batch, np.arange(index.size), batch_size)
-            params, opt_state, loss = train_step(params, opt_state, x, y, mask)
-            losses.append(loss)
-            sizes.append(index.size)
-            if i % 20 == 19:
-                _check_finite(losses, first_step, epoch, args.lr, start=i - 19)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
-        _check_finite(losses, first_step, epoch, args.lr, start=len(losses) // 20 * 20)
-        train_loss = float(np.average(jax.device_get(losses), weights=sizes))
-        val_loss, val_logits = predict(task, params, eval_step, mesh, val, batch_size)
-        val_score = _score(task, val_logits, val["y"])
-        improved = val_loss < float(state["best_val_loss"])
-        state.update(
-            params=params,
-            opt_state=opt_state,
-            best_params=params if improved else state["best_params"],
-            epoch=np.asarray(epoch + 1, np.int32),
-            step=np.asarray(first_step + len(batches), np.int32),
-            best_val_loss=np.asarray(min(val_loss, float(state["best_val_loss"]))),
-            bad_epochs=np.asarray(0 if improved else int(state["bad_epochs"]) + 1, np.int32),
-        )
-        state["train_loss"][epoch], state["val_loss"][epoch] = train_loss, val_loss
-        state["val_score"][epoch] = val_score
-        manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+    while state.epoch < args.epochs and not _stop_early(state, args.patience):
+        state = _epoch(task, trainer, state, args)
+        manager.save(state.epoch, args=ocp.args.StandardSave(_to_checkpoint(state, args.epochs)))
         manager.wait_until_finished()
-        report(
-            f"epoch {epoch + 1:>3}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val {'AUC' if task.kind == 'classifier' else 'IoU'} {val_score:.4f}"
-            + ("" if improved else f"  (no improvement {int(state['bad_epochs'])})")
-        )
+        report(_epoch_line(task, state))
     manager.close()
-    state["seconds"] = time.perf_counter() - start
-    state["mesh"], state["eval_step"], state["batch_size"], state["out"] = (
-        mesh,
-        eval_step,
-        batch_size,
-        out,
+    return FitResult(state, trainer, args.out, seconds=time.perf_counter() - start)
+
+
+def _stop_early(state: TrainState, patience: int) -> bool:
+    """Whether ``patience`` epochs in a row brought no improvement."""
+    # Patience 0 stops at the first epoch without improvement, as in Keras.
+    return state.bad_epochs >= max(patience, 1)
+
+
+def _epoch(task: Task, trainer: Trainer, state: TrainState, args: argparse.Namespace) -> TrainState:
+    """One epoch of training and validation; the state after it."""
+    params, opt_state, train_loss, steps = _train_epoch(task, trainer, state, args)
+    val = task.splits["val"]
+    val_loss, val_logits = predict(trainer, params, val)
+    val_score = _score(task, val_logits, val["y"])
+    improved = val_loss < state.best_val_loss
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        best_params=params if improved else state.best_params,
+        epoch=state.epoch + 1,
+        step=state.step + steps,
+        best_val_loss=min(val_loss, state.best_val_loss),
+        bad_epochs=0 if improved else state.bad_epochs + 1,
+        history=state.history.add(train_loss, val_loss, val_score),
     )
-    return state
+
+
+def _train_epoch(
+    task: Task, trainer: Trainer, state: TrainState, args: argparse.Namespace
+) -> tuple[nnx.State, optax.OptState, float, int]:
+    """One pass over the shuffled training split: ``(params, opt_state, mean loss, steps)``."""
+    # Seeded by epoch, so a resumed run draws what an uninterrupted one would.
+    rng = np.random.default_rng([args.seed, state.epoch])
+    batches = _batches(len(task.splits["train"]["y"]), trainer.batch_size, rng)
+    bar = tqdm(
+        batches,
+        desc=f"epoch {state.epoch + 1}/{args.epochs}",
+        leave=False,
+        disable=None if jax.process_index() == 0 else True,
+    )
+    params, opt_state, losses = state.params, state.opt_state, []
+    for i, index in enumerate(bar):
+        x, y, mask = _train_batch(task, trainer, index, rng)
+        params, opt_state, loss = trainer.train_step(params, opt_state, x, y, mask)
+        losses.append(loss)
+        if i % 20 == 19:
+            _check_finite(losses, state.step, state.epoch, args.lr, start=i - 19)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    _check_finite(losses, state.step, state.epoch, args.lr, start=len(losses) // 20 * 20)
+    sizes = [index.size for index in batches]
+    train_loss = float(np.average(jax.device_get(losses), weights=sizes))
+    return params, opt_state, train_loss, len(batches)
 
 
 def _score(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
@@ -467,28 +573,31 @@ def _score(task: Task, logits: np.ndarray, labels: np.ndarray) -> float:
     return float(metrics.iou_score(logits, labels, threshold=0.0))
 
 
+def _epoch_line(task: Task, state: TrainState) -> str:
+    """The progress line of the epoch that just ended."""
+    history, score = state.history, "AUC" if task.kind == "classifier" else "IoU"
+    return (
+        f"epoch {state.epoch:>3}: train loss {history.train_loss[-1]:.4f}  "
+        f"val loss {history.val_loss[-1]:.4f}  val {score} {history.val_score[-1]:.4f}"
+        + ("" if state.bad_epochs == 0 else f"  (no improvement {state.bad_epochs})")
+    )
+
+
 # ---------------------------------------------------------------------------
 # Evaluation and outputs.
 # ---------------------------------------------------------------------------
 
 
-def split_logits(task: Task, state: dict) -> dict[str, np.ndarray]:
+def split_logits(task: Task, result: FitResult) -> dict[str, np.ndarray]:
     """The best parameters' logits on the validation and test splits."""
+    best = result.state.best_params
     return {
-        split: predict(
-            task,
-            state["best_params"],
-            state["eval_step"],
-            state["mesh"],
-            task.splits[split],
-            state["batch_size"],
-        )[1]
-        for split in ("val", "test")
+        split: predict(result.trainer, best, task.splits[split])[1] for split in ("val", "test")
     }
 
 
 def evaluate(
-    task: Task, state: dict, logits: dict[str, np.ndarray] | None = None
+    task: Task, result: FitResult, logits: dict[str, np.ndarray] | None = None
 ) -> dict[str, Any] | None:
     """Test metrics, plots and ``metrics.json`` of the best parameters; returns the metrics.
 
@@ -497,10 +606,10 @@ def evaluate(
     process 0 alone computes the metrics, writes the files and prints the
     summary, and the others return None.
     """
-    logits = split_logits(task, state) if logits is None else logits
+    logits = split_logits(task, result) if logits is None else logits
     if jax.process_index() != 0:
         return None
-    out: Path = state["out"]
+    out = result.out
     results: dict[str, Any] = {"example": task.name, "loss": task.loss_name}
     for split in ("val", "test"):
         loss = task.loss(jnp.asarray(logits[split]), jnp.asarray(task.splits[split]["y"]))
@@ -508,42 +617,37 @@ def evaluate(
     y_test = task.splits["test"]["y"]
     if task.kind == "classifier":
         temperature = float(calibration.fit_temperature(logits["val"], task.splits["val"]["y"]))
-        x = logits["test"]
-        results["test"] = {
-            "roc_auc": float(metrics.roc_auc(x, y_test)),
-            "average_precision": float(metrics.average_precision(x, y_test)),
-            "f1": float(metrics.f1_score(x, y_test, threshold=0.0)),
-            "log_loss": float(metrics.log_loss(x, y_test, from_logits=True)),
-            "ece": float(metrics.expected_calibration_error(x, y_test, from_logits=True)),
-            "ece_after_temperature_scaling": float(
-                metrics.expected_calibration_error(x / temperature, y_test, from_logits=True)
-            ),
-            "temperature": temperature,
-        }
-        _plot_classifier(out, x, y_test, temperature)
+        results["test"] = _classifier_metrics(logits["test"], y_test, temperature)
+        _plot_classifier(out, logits["test"], y_test, temperature)
     else:
         results["test"] = {
             "iou": float(metrics.iou_score(logits["test"], y_test, threshold=0.0)),
             "dice": float(metrics.dice_score(logits["test"], y_test, threshold=0.0)),
         }
         _plot_segmentation(out, task.splits["test"]["x"], y_test, logits["test"])
-    results["epochs"] = int(state["epoch"])
-    results["train_seconds"] = round(state["seconds"], 1)
+    results["epochs"] = result.state.epoch
+    results["train_seconds"] = round(result.seconds, 1)
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     results["processes"] = jax.process_count()
-    results["history"] = _history(state)
+    results["history"] = {k: list(v) for k, v in dataclasses.asdict(result.state.history).items()}
     _plot_losses(out, results["history"])
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
 
 
-def _history(state: dict) -> dict[str, list[float]]:
-    """The per-epoch losses and scores of the epochs that ran."""
-    ran = int(state["epoch"])
+def _classifier_metrics(x: np.ndarray, y: np.ndarray, temperature: float) -> dict[str, float]:
+    """The test metrics of a classifier's logits ``x``."""
     return {
-        key: np.asarray(state[key])[:ran].tolist()
-        for key in ("train_loss", "val_loss", "val_score")
+        "roc_auc": float(metrics.roc_auc(x, y)),
+        "average_precision": float(metrics.average_precision(x, y)),
+        "f1": float(metrics.f1_score(x, y, threshold=0.0)),
+        "log_loss": float(metrics.log_loss(x, y, from_logits=True)),
+        "ece": float(metrics.expected_calibration_error(x, y, from_logits=True)),
+        "ece_after_temperature_scaling": float(
+            metrics.expected_calibration_error(x / temperature, y, from_logits=True)
+        ),
+        "temperature": temperature,
     }
 
 

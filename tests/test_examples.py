@@ -3,11 +3,14 @@
 Each run is a fresh process (as from the README), so the device count can be
 set with ``XLA_FLAGS`` before JAX starts. The runs share a persistent
 compilation cache, so each one after the first skips most of its compiling.
-Runs as several processes are in ``test_examples_distributed.py``.
+Runs as several processes are in ``test_examples_distributed.py``. One test
+calls ``training.fit`` in this process, on its four devices.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,3 +235,40 @@ def test_segmentation_quick(tmp_path):
     assert len(metrics["history"]["val_score"]) == 2  # the validation IoU per epoch
     for plot in ("loss_curves.png", "overlays.png"):
         assert (tmp_path / plot).stat().st_size > 1000
+
+
+def test_a_schedule_sized_with_global_batch_size_spans_the_steps_fit_takes(tmp_path, monkeypatch):
+    """On 4 devices a batch of 30 trains as 32: 95 rows take 3 steps an epoch, not 4."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import jax
+    import optax
+    import training
+    from flax import nnx
+
+    import bcejax
+
+    class Linear(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.linear = nnx.Linear(3, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(x)[..., 0]
+
+    rng = np.random.default_rng(0)
+    splits = {
+        name: {"x": rng.normal(size=(n, 3)), "y": (rng.uniform(size=n) < 0.5).astype(np.float64)}
+        for name, n in (("train", 95), ("val", 20), ("test", 20))
+    }
+    task = training.Task("toy", Linear(nnx.Rngs(0)), bcejax.losses.BinaryCrossEntropy(), splits)
+    args = argparse.Namespace(
+        epochs=2, batch_size=30, lr=0.1, patience=3, seed=0, out=tmp_path, resume=False
+    )
+    assert jax.device_count() == 4  # set in conftest.py
+    batch_size = training.global_batch_size(args.batch_size)
+    steps = args.epochs * -(-len(splits["train"]["y"]) // batch_size)
+    result = training.fit(task, args, optax.sgd(optax.linear_schedule(0.1, 0.0, steps)))
+    assert (batch_size, steps) == (32, 6)
+    assert (result.state.epoch, result.state.step) == (2, steps)
+    assert len(result.state.history.val_loss) == 2 and result.out == tmp_path
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.state.epoch = 0
