@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import _numerics, checks
+from bcejax import _common, _primitives, checks
 from bcejax.reduction import AxisName
 
 AVERAGES = ("micro", "macro")
@@ -50,7 +50,7 @@ def _prepare(logits, labels, where, weights):
     x = checks.check_logits(x)
     y = checks.check_labels(y)
     dtype = x.dtype
-    compute = jnp.promote_types(dtype, jnp.float32)
+    compute = _common.compute_dtype(dtype)
     x, y = x.astype(compute), y.astype(compute)
     if w is not None:
         c = checks.check_weights(w).astype(compute)
@@ -164,7 +164,7 @@ def sigmoid_ghm_loss(
     norm = jnp.abs(jax.nn.sigmoid(jax.lax.stop_gradient(x)) - jax.lax.stop_gradient(y))
     # floor(g M) for g >= 0; labels within the rounding tolerance of 1 may give g > 1.
     index = jnp.minimum((norm * bins).astype(jnp.int32), bins - 1)
-    counts = jnp.zeros((bins,), x.dtype).at[index.ravel()].add(counted.ravel())
+    counts = jnp.zeros((bins,), x.dtype).at[index].add(counted)
     total = jnp.sum(counted)
     if axis_name is not None:
         counts, total = jax.lax.psum((counts, total), axis_name)
@@ -180,7 +180,7 @@ def sigmoid_ghm_loss(
     occupied = density > 0
     beta = jnp.where(occupied, total / (jnp.where(occupied, density, 1) * nonempty), 0)
     coef = c * beta
-    loss = _numerics.bce_terms(x, coef * y, coef * (1 - y))
+    loss = _primitives.bce_terms(x, coef * y, coef * (1 - y))
     return loss.astype(dtype), running
 
 
@@ -346,7 +346,7 @@ def ohem_reduce(
             f"to {shape}: the mask must not add axes to the loss"
         )
     dtype = loss.dtype
-    values = loss.astype(jnp.promote_types(dtype, jnp.float32)).ravel()
+    values = loss.astype(_common.compute_dtype(dtype)).ravel()
     if where is None:
         count = jnp.asarray(values.size, jnp.int32)
     else:

@@ -14,16 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import _numerics, checks
+from bcejax import _common, _kernels, _primitives, checks
 
 # Integer focal exponents up to this one are computed as repeated products of
 # q = 1 - p_t, which is cheaper than exp(gamma * log q) and exact.
 _MAX_INTEGER_GAMMA = 8
-
-
-def _compute_dtype(dtype):
-    # Half precision is computed in float32; float32 and float64 are kept.
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _prepare(preds, labels, *, name, from_logits, **config):
@@ -38,11 +33,11 @@ def _prepare(preds, labels, *, name, from_logits, **config):
     labels = checks.check_labels(labels)
     if config.get("weights") is not None:
         preds = checks.check_weights(config["weights"], carrier=preds)
-    compute = _compute_dtype(preds.dtype)
+    compute = _common.compute_dtype(preds.dtype)
     return preds.astype(compute), labels.astype(compute), preds.dtype
 
 
-# Rows of the 2-D view that _flat_call gives XLA when an operand is per class.
+# Rows of the 2-D view that _cpu_view_call gives XLA when an operand is per class.
 _MIN_ROW = 1024
 
 
@@ -56,7 +51,25 @@ def _suffix_size(operand_shape, shape) -> int | None:
     return int(np.prod(dims, dtype=np.int64))
 
 
-def _flat_call(kernel, *static, x, y, config):
+def _platform_call(kernel, *static, x, y, config):
+    """``kernel(*static, x, y, *config)``, on XLA:CPU on views of its operands that it runs fast.
+
+    The choice is made when the program is lowered, for the platform it is
+    lowered for: :func:`_cpu_view_call` on CPU, the operands' natural shapes on
+    every other platform (on a TPU, flattening a tiled ``(N, C)`` array is a
+    relayout copy, not a free view). Both give the same values and derivatives.
+    """
+
+    def natural(*operands):
+        return kernel(*static, *operands)
+
+    def cpu(*operands):
+        return _cpu_view_call(kernel, *static, x=operands[0], y=operands[1], config=operands[2:])
+
+    return jax.lax.platform_dependent(x, y, *config, cpu=cpu, default=natural)
+
+
+def _cpu_view_call(kernel, *static, x, y, config):
     """``kernel(*static, x, y, *config)`` on views of its operands that XLA:CPU runs fast.
 
     Operands of the full shape are raveled (scalars are kept) and the result is
@@ -65,7 +78,7 @@ def _flat_call(kernel, *static, x, y, config):
     ``(N, 1)``. An operand that spans trailing axes only (a per-class
     ``pos_weight``, say) would be materialized by raveling; the full operands
     are viewed as rows of a multiple of its size instead, and it is tiled along
-    one row. On other backends the reshapes are free and there is no barrier.
+    one row.
     """
     shape = jnp.broadcast_shapes(x.shape, y.shape, *(jnp.shape(c) for c in config))
     operands = (x, y, *config)
@@ -80,9 +93,7 @@ def _flat_call(kernel, *static, x, y, config):
         if None in periods or row == 0 or size % row:
             return kernel(*static, *operands)  # no such view: keep the natural shape
     view = (-1,) if row == 1 else (size // row, row)
-    kept = iter(
-        _numerics.apart(*(a.reshape(view) for a, f in zip(operands, full, strict=True) if f))
-    )
+    kept = iter(_common.apart(*(a.reshape(view) for a, f in zip(operands, full, strict=True) if f)))
 
     def tiled(a):
         # Broadcast over the trailing axes it spans, then repeated along one row.
@@ -105,17 +116,12 @@ def _or(dtype, *pairs):
     return tuple(jnp.asarray(default if v is None else v, dtype) for v, default in pairs)
 
 
-def _is_zero(value) -> bool:
-    """True for config known at trace time to be exactly 0 (the term can be skipped)."""
-    return not isinstance(value, jax.core.Tracer) and bool(np.all(np.asarray(value) == 0))
-
-
 def _smooth(labels, label_smoothing):
     """``(y, 1 - y)`` after label smoothing, each computed without cancellation."""
     checks.check_label_smoothing(label_smoothing)
-    if _is_zero(label_smoothing):
+    if _common.known_zero(label_smoothing):
         return labels, 1 - labels
-    return _numerics.smooth_pair(labels, jnp.asarray(label_smoothing, labels.dtype))
+    return _primitives.smooth_pair(labels, jnp.asarray(label_smoothing, labels.dtype))
 
 
 def _scale(coef, value):
@@ -157,12 +163,12 @@ def _modulating_factor(logits, labels, gamma, name="gamma"):
     if n == 0:
         return None
     if n is not None:
-        return jax.lax.integer_pow(_numerics.prob_wrong(logits, *labels), n)
-    return _numerics.focal_factor(logits, *labels, jnp.asarray(gamma, logits.dtype))
+        return jax.lax.integer_pow(_primitives.prob_wrong(logits, *labels), n)
+    return _primitives.focal_factor(logits, *labels, jnp.asarray(gamma, logits.dtype))
 
 
 def _modulated(factor, loss):
-    return loss if factor is None else _numerics.modulate(factor, loss)
+    return loss if factor is None else _primitives.modulate(factor, loss)
 
 
 @checks.compiled_when_eager
@@ -212,7 +218,7 @@ def sigmoid_binary_cross_entropy(
     checks.check_label_smoothing(label_smoothing)
     checks.check_nonnegative(pos_weight, "pos_weight")
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
-    return _flat_call(_numerics.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
+    return _platform_call(_kernels.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
 
 
 @checks.compiled_when_eager
@@ -268,7 +274,7 @@ def sigmoid_focal_loss(
     gamma_int = _integer_gamma(gamma)
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
     static = (gamma_int, alpha is not None)
-    return _flat_call(_numerics.sigmoid_focal, *static, x=x, y=y, config=config).astype(dtype)
+    return _platform_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config).astype(dtype)
 
 
 def _safe_power(base, exponent):
@@ -326,11 +332,11 @@ def sigmoid_asymmetric_loss(
     # The focal factors of each side, as for hard labels: (1 - p)**gamma_pos, p**gamma_neg.
     positive_label = (jnp.ones_like(x), jnp.zeros_like(x))
     negative_label = positive_label[::-1]
-    positive = _numerics.bce_terms(x, _scale(w, y), jnp.zeros_like(y))
+    positive = _primitives.bce_terms(x, _scale(w, y), jnp.zeros_like(y))
     positive = _modulated(_modulating_factor(x, positive_label, gamma_pos, "gamma_pos"), positive)
     negative_coef = _scale(w, 1 - y)
-    if _is_zero(clip):
-        negative = _numerics.bce_terms(x, jnp.zeros_like(y), negative_coef)
+    if _common.known_zero(clip):
+        negative = _primitives.bce_terms(x, jnp.zeros_like(y), negative_coef)
         factor = _modulating_factor(x, negative_label, gamma_neg, "gamma_neg")
         negative = _modulated(factor, negative)
     else:
@@ -338,9 +344,9 @@ def sigmoid_asymmetric_loss(
         shifted = jnp.maximum(jax.nn.sigmoid(x) - m, 0)
         # -log(1 - p_m) = -min(log(sigmoid(-x) + m), 0), the sum taken in log space so
         # that it stays exact where sigmoid(-x) underflows (a traced clip may be 0).
-        nll = -jnp.minimum(_numerics.log_sigmoid_neg_plus(x, m), 0)
+        nll = -jnp.minimum(_primitives.log_sigmoid_neg_plus(x, m), 0)
         factor = _safe_power(shifted, jnp.asarray(gamma_neg, x.dtype))
-        negative = _numerics.modulate(factor, _numerics.scaled(negative_coef, nll))
+        negative = _primitives.modulate(factor, _primitives.scaled(negative_coef, nll))
     return (positive + negative).astype(dtype)
 
 
@@ -384,10 +390,10 @@ def sigmoid_poly1_loss(
     )
     y = _smooth(y, label_smoothing)
     w = _cast(weights, x.dtype)
-    bce = _numerics.bce_terms(x, *_bce_coefficients(y, w, _cast(pos_weight, x.dtype)))
-    if _is_zero(epsilon):
+    bce = _primitives.bce_terms(x, *_bce_coefficients(y, w, _cast(pos_weight, x.dtype)))
+    if _common.known_zero(epsilon):
         return bce.astype(dtype)
-    poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _numerics.prob_wrong(x, *y))
+    poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _primitives.prob_wrong(x, *y))
     return (bce + poly).astype(dtype)
 
 
@@ -444,7 +450,7 @@ def binary_cross_entropy(
         p = _clip_probs(p, eps)
     y = _smooth(y, label_smoothing)
     pos, neg = _bce_coefficients(y, _cast(weights, p.dtype), _cast(pos_weight, p.dtype))
-    return _numerics.prob_bce_terms(p, pos, neg).astype(dtype)
+    return _primitives.prob_bce_terms(p, pos, neg).astype(dtype)
 
 
 @checks.compiled_when_eager
@@ -492,7 +498,7 @@ def binary_focal_loss(
     p = _clip_probs(p, eps)
     y = _smooth(y, label_smoothing)
     coef = _scale(_cast(weights, p.dtype), _alpha_weight(y, _cast(alpha, p.dtype)))
-    loss = _numerics.prob_bce_terms(p, *_bce_coefficients(y, coef, None))
+    loss = _primitives.prob_bce_terms(p, *_bce_coefficients(y, coef, None))
     checks.check_gamma(gamma)
     n = _integer_gamma(gamma)
     if n == 0:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks, metrics, multiclass
+from bcejax import _common, _ranking, binary, checks, multiclass
 
 
 def _minimize(fun, init, max_iter: int, tol: float):
@@ -77,7 +77,7 @@ def fit_temperature(
         multiclass_labels = (
             jnp.issubdtype(y.dtype, jnp.integer) and x.ndim >= 1 and y.shape == x.shape[:-1]
         )
-    dtype = binary._compute_dtype(x.dtype)
+    dtype = _common.compute_dtype(x.dtype)
     x = x.astype(dtype)
 
     if multiclass_labels:
@@ -132,7 +132,7 @@ def fit_platt(
     whose ``(A, B)`` are ``(-a, -b)``. Platt, Probabilistic Outputs for Support
     Vector Machines, 1999.
     """
-    s, y, w, _ = metrics._prepare(scores, labels, sample_weight, where)
+    s, y, w, _ = _ranking.prepare_scores(scores, labels, sample_weight, where)
     positives, negatives = jnp.sum(w * y), jnp.sum(w * (1 - y))
     target = jnp.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
     # Scores scaled to at most 1 in size (the fit is invariant to it), for conditioning.
@@ -172,14 +172,14 @@ def best_threshold(
     """
     if metric not in _THRESHOLD_METRICS:
         raise ValueError(f"metric must be one of {_THRESHOLD_METRICS}, got {metric!r}")
-    r = metrics._rank(*metrics._prepare(scores, labels, sample_weight, where))
+    r = _ranking.rank_by_score(*_ranking.prepare_scores(scores, labels, sample_weight, where))
     tp, fp = r.tp, r.fp
     # The confusion counts at every threshold, and the metrics' own formulas on them.
-    rates = metrics._rates(metrics._Counts(fp[-1] - fp, fp, tp[-1] - tp, tp))
+    rates = _ranking.rates_from_counts(_ranking.ConfusionCounts(fp[-1] - fp, fp, tp[-1] - tp, tp))
     if metric == "f1":
         value = rates["f1_score"]
     elif metric == "youden":
-        value = rates["recall"] - metrics._divide(fp, fp[-1])
+        value = rates["recall"] - _common.safe_divide(fp, fp[-1])
     else:
         value = rates["matthews_corrcoef"]
     candidate = r.is_last & jnp.isfinite(r.scores)

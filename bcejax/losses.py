@@ -11,19 +11,34 @@ strings and flags (``reduction``, ``from_logits``) are static. Call one as::
 ``reduction="mean"`` divides by the number of unmasked elements (PyTorch);
 ``"none"`` returns what the functional form returns, with masked entries set
 to 0. Callables compose: ``BinaryCrossEntropy() + 0.5 * FocalLoss()``.
+
+A callable is its config, one method ``loss`` that calls the functional form,
+and the ``level`` that function works at; the one ``__call__`` of :class:`Loss`
+takes care of ``where``, ``weights``, ``axis_name`` and the reduction by level:
+
+* ``"entry"`` (elementwise): masked entries are cut out (logits, labels and
+  weights set to 0) before the loss, which gets the weights; the mean is over
+  the unmasked entries.
+* ``"example"`` (one value per example, the class axis reduced): ``where`` and
+  ``weights`` are per example and passed to the loss; the mean divides by
+  :meth:`Loss.normalizer` summed over the unmasked examples.
+* ``"image"`` (one value per image): ``where`` masks pixels and goes to the
+  loss; ``weights`` weigh whole images; the mean is over images with a pixel left.
+* ``"batch"`` (one value per batch): the loss gets everything, ``axis_name``
+  included, and returns the batch's value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks, multiclass, segmentation
+from bcejax import batch, binary, checks, multiclass, segmentation
 from bcejax.reduction import AxisName, reduce_loss
 
 
@@ -36,10 +51,14 @@ def _loss_dataclass(cls):
     return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(static))
 
 
+LEVELS = ("entry", "example", "image", "batch")
+
+
 class Loss:
-    """Base of the callables: reduction, composition with ``+`` and scalar ``*``."""
+    """Base of the callables: the call by level, the reduction, ``+`` and scalar ``*``."""
 
     _static_fields: tuple[str, ...] = ("reduction",)
+    level: ClassVar[str] = "entry"
 
     def __post_init__(self):
         if "reduction" in self.__dataclass_fields__:
@@ -55,19 +74,13 @@ class Loss:
     def __hash__(self) -> int:
         return hash((type(self), *(_key(getattr(self, f.name)) for f in dataclasses.fields(self))))
 
-    def elementwise(self, logits, labels, weights):
+    def loss(self, logits, labels, *, weights, where, axis_name) -> jax.Array:
+        """The functional form with this config: the loss at this callable's level."""
         raise NotImplementedError
 
-    def unreduced(self, logits, labels, weights, where):
-        """The loss before reduction and the mask of its entries to reduce over.
-
-        Masked entries are cut out first (logits, labels and weights set to 0
-        there), so a NaN or an out-of-range label in a masked entry is never
-        checked and never reaches the loss or its gradient.
-        """
-        if where is not None:
-            logits, labels, weights, where = _cut_out(logits, labels, weights, where)
-        return self.elementwise(logits, labels, weights), where
+    def normalizer(self, logits, labels) -> jax.Array | None:
+        """What ``"mean"`` divides by, per example (level ``"example"``); None: 1 each."""
+        return None
 
     def __call__(
         self,
@@ -78,8 +91,7 @@ class Loss:
         where: ArrayLike | None = None,
         axis_name: AxisName | None = None,
     ) -> jax.Array:
-        loss, where = self.unreduced(logits, labels, weights, where)
-        return reduce_loss(loss, self.reduction, where=where, axis_name=axis_name)
+        return _BY_LEVEL[self.level](self, logits, labels, weights, where, axis_name)
 
     def __add__(self, other: Any) -> SumOfLosses:
         if not isinstance(other, Loss):
@@ -92,6 +104,58 @@ class Loss:
         return SumOfLosses(terms=tuple((scale * c, loss) for c, loss in _terms(self)))
 
     __rmul__ = __mul__
+
+
+def _entry(loss, logits, labels, weights, where, axis_name):
+    # Masked entries are cut out first, so a NaN or an out-of-range label there is
+    # never checked and never reaches the loss or its gradient.
+    if where is not None:
+        logits, labels, weights, where = _cut_out(logits, labels, weights, where)
+    values = loss.loss(logits, labels, weights=weights, where=None, axis_name=None)
+    return reduce_loss(values, loss.reduction, where=where, axis_name=axis_name)
+
+
+def _example(loss, logits, labels, weights, where, axis_name):
+    if where is not None and jnp.ndim(where) >= jnp.ndim(logits):
+        raise ValueError(
+            f"{type(loss).__name__} masks whole examples: where must have the batch "
+            f"shape {jnp.shape(logits)[:-1]}, got {jnp.shape(where)}; to drop classes, "
+            "call the functional form with where of the logits' shape"
+        )
+    values = loss.loss(logits, labels, weights=weights, where=where, axis_name=None)
+    normalizer = loss.normalizer(logits, labels)
+    if loss.reduction != "mean" or normalizer is None:
+        return reduce_loss(values, loss.reduction, where=where, axis_name=axis_name)
+    total = reduce_loss(values, "sum", where=where, axis_name=axis_name)
+    count = reduce_loss(normalizer, "sum", where=where, axis_name=axis_name)
+    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0).astype(values.dtype)
+
+
+def _image(loss, logits, labels, weights, where, axis_name):
+    values = loss.loss(logits, labels, weights=None, where=where, axis_name=None)
+    if weights is not None:
+        values = values * _image_weights(weights, jnp.shape(logits)).astype(values.dtype)
+    kept = None
+    if where is not None:
+        shape = jnp.shape(logits)
+        mask = jnp.broadcast_to(jnp.asarray(where, bool), shape)
+        kept = jnp.any(mask, tuple(range(1, mask.ndim)))  # images with a pixel left
+    return reduce_loss(values, loss.reduction, where=kept, axis_name=axis_name)
+
+
+def _batch(loss, logits, labels, weights, where, axis_name):
+    return loss.loss(logits, labels, weights=weights, where=where, axis_name=axis_name)
+
+
+def _sum(loss, logits, labels, weights, where, axis_name):
+    total = None
+    for scale, term in loss.terms:
+        value = scale * term(logits, labels, weights=weights, where=where, axis_name=axis_name)
+        total = value if total is None else total + value
+    return total
+
+
+_BY_LEVEL = {"entry": _entry, "example": _example, "image": _image, "batch": _batch, "sum": _sum}
 
 
 def _cut_out(logits, labels, weights, where):
@@ -143,13 +207,7 @@ class SumOfLosses(Loss):
 
     terms: tuple[tuple[Any, Loss], ...]
     _static_fields = ()
-
-    def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
-        total = None
-        for scale, loss in self.terms:
-            value = scale * loss(logits, labels, weights=weights, where=where, axis_name=axis_name)
-            total = value if total is None else total + value
-        return total
+    level = "sum"
 
     def __repr__(self) -> str:
         return " + ".join(f"{scale!r} * {loss!r}" for scale, loss in self.terms)
@@ -171,7 +229,7 @@ class BinaryCrossEntropy(Loss):
     reduction: str = "mean"
     _static_fields = ("from_logits", "eps", "reduction")
 
-    def elementwise(self, logits, labels, weights):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         common = dict(
             weights=weights, pos_weight=self.pos_weight, label_smoothing=self.label_smoothing
         )
@@ -195,7 +253,7 @@ class FocalLoss(Loss):
     reduction: str = "mean"
     _static_fields = ("from_logits", "reduction")
 
-    def elementwise(self, logits, labels, weights):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         fn = binary.sigmoid_focal_loss if self.from_logits else binary.binary_focal_loss
         return fn(
             logits,
@@ -216,7 +274,7 @@ class AsymmetricLoss(Loss):
     clip: Any = 0.05
     reduction: str = "mean"
 
-    def elementwise(self, logits, labels, weights):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         return binary.sigmoid_asymmetric_loss(
             logits,
             labels,
@@ -236,7 +294,7 @@ class Poly1Loss(Loss):
     label_smoothing: Any = 0.0
     reduction: str = "mean"
 
-    def elementwise(self, logits, labels, weights):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         return binary.sigmoid_poly1_loss(
             logits,
             labels,
@@ -265,8 +323,9 @@ class CategoricalCrossEntropy(Loss):
     ignore_index: int | None = None
     reduction: str = "mean"
     _static_fields = ("ignore_index", "reduction")
+    level = "example"
 
-    def elementwise(self, logits, labels, weights, where=None):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         config = dict(
             label_smoothing=self.label_smoothing, class_weights=self.class_weights, where=where
         )
@@ -287,7 +346,7 @@ class CategoricalCrossEntropy(Loss):
             weights = jnp.where(jnp.asarray(where, bool), weights, 0)
         return loss * weights
 
-    def _target_weights(self, logits, labels):
+    def normalizer(self, logits, labels):
         """The weight of each example's target: what ``mean`` divides by."""
         shape = jnp.shape(logits)[:-1]
         dtype = jnp.promote_types(jnp.result_type(logits), jnp.float32)
@@ -305,39 +364,12 @@ class CategoricalCrossEntropy(Loss):
         labels = jnp.broadcast_to(jnp.asarray(labels, dtype), jnp.shape(logits))
         return labels @ jnp.asarray(self.class_weights, dtype)
 
-    def __call__(self, logits, labels, *, weights=None, where=None, axis_name=None):
-        if where is not None and jnp.ndim(where) >= jnp.ndim(logits):
-            raise ValueError(
-                f"CategoricalCrossEntropy masks whole examples: where must have the batch "
-                f"shape {jnp.shape(logits)[:-1]}, got {jnp.shape(where)}; to drop classes, "
-                "call bcejax.softmax_cross_entropy with where of the logits' shape"
-            )
-        loss = self.elementwise(logits, labels, weights, where)
-        if self.reduction != "mean":
-            return reduce_loss(loss, self.reduction, where=where, axis_name=axis_name)
-        total = reduce_loss(loss, "sum", where=where, axis_name=axis_name)
-        targets = self._target_weights(logits, labels)
-        count = reduce_loss(targets, "sum", where=where, axis_name=axis_name)
-        return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0).astype(loss.dtype)
-
 
 class _OverlapLoss(Loss):
     """A per-image loss: ``where`` masks pixels, ``weights`` weigh whole images."""
 
     _static_fields = ("from_logits", "reduction")
-
-    def image_loss(self, logits, labels, where):
-        raise NotImplementedError
-
-    def unreduced(self, logits, labels, weights, where):
-        loss = self.image_loss(logits, labels, where)
-        if weights is not None:
-            loss = loss * _image_weights(weights, jnp.shape(logits)).astype(loss.dtype)
-        if where is None:
-            return loss, None
-        shape = jnp.shape(logits)
-        mask = jnp.broadcast_to(jnp.asarray(where, bool), shape)
-        return loss, jnp.any(mask.reshape(shape[0], -1), -1)  # images with a pixel left
+    level = "image"
 
 
 def _image_weights(weights, shape):
@@ -361,7 +393,7 @@ class DiceLoss(_OverlapLoss):
     from_logits: bool = True
     reduction: str = "mean"
 
-    def image_loss(self, logits, labels, where):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         return segmentation.dice_loss(
             logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
         )
@@ -375,7 +407,7 @@ class JaccardLoss(_OverlapLoss):
     from_logits: bool = True
     reduction: str = "mean"
 
-    def image_loss(self, logits, labels, where):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         return segmentation.jaccard_loss(
             logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
         )
@@ -391,7 +423,7 @@ class TverskyLoss(_OverlapLoss):
     from_logits: bool = True
     reduction: str = "mean"
 
-    def image_loss(self, logits, labels, where):
+    def loss(self, logits, labels, *, weights, where, axis_name):
         return segmentation.tversky_loss(
             logits,
             labels,
@@ -416,20 +448,46 @@ class LovaszHinge(_OverlapLoss):
     reduction: str = "mean"
     _static_fields = ("per_image", "from_logits", "reduction")
 
-    def unreduced(self, logits, labels, weights, where):
-        if self.per_image:
-            return super().unreduced(logits, labels, weights, where)
-        if weights is not None:
-            raise ValueError("LovaszHinge(per_image=False) is one loss per batch: drop weights")
-        return self.image_loss(logits, labels, where), None
+    @property
+    def level(self) -> str:
+        return "image" if self.per_image else "batch"
 
-    def image_loss(self, logits, labels, where):
-        return segmentation.lovasz_hinge(
+    def loss(self, logits, labels, *, weights, where, axis_name):
+        if weights is not None:  # level "image" weighs images itself and passes None
+            raise ValueError("LovaszHinge(per_image=False) is one loss per batch: drop weights")
+        value = segmentation.lovasz_hinge(
+            logits, labels, per_image=self.per_image, from_logits=self.from_logits, where=where
+        )
+        # One value per batch; with axis_name, per device's batch, then reduced over devices.
+        return value if self.per_image else reduce_loss(value, self.reduction, axis_name=axis_name)
+
+
+@_loss_dataclass
+class SoftFBetaLoss(Loss):
+    """One minus the soft F-beta score of the batch (:func:`bcejax.soft_fbeta_loss`).
+
+    A batch-level loss: ``where`` leaves entries out of the sums, ``weights``
+    weigh entries, and ``axis_name`` (inside ``shard_map``) makes the sums
+    those of the global batch. It returns the batch's value; there is no
+    reduction to choose.
+    """
+
+    beta: Any = 1.0
+    average: str = "micro"
+    epsilon: Any = 1e-7
+    _static_fields = ("average",)
+    level = "batch"
+
+    def loss(self, logits, labels, *, weights, where, axis_name):
+        return batch.soft_fbeta_loss(
             logits,
             labels,
-            per_image=self.per_image,
-            from_logits=self.from_logits,
+            beta=self.beta,
+            average=self.average,
+            epsilon=self.epsilon,
             where=where,
+            weights=weights,
+            axis_name=axis_name,
         )
 
 
@@ -443,6 +501,7 @@ __all__ = [
     "Loss",
     "LovaszHinge",
     "Poly1Loss",
+    "SoftFBetaLoss",
     "SumOfLosses",
     "TverskyLoss",
 ]

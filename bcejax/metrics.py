@@ -34,110 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks
+from bcejax import checks
+from bcejax._common import safe_divide
+from bcejax._ranking import (
+    ConfusionCounts,
+    prepare_scores,
+    rank_by_score,
+    rates_from_counts,
+)
 from bcejax.reduction import AxisName
-
-
-def _prepare(scores, labels, sample_weight, where, name="scores"):
-    """Flat ``(s, y, w, kept)``: masked entries cut out, values checked, weights 0 there.
-
-    ``s`` is in the compute dtype (float32 or float64), ``y`` and ``w`` too;
-    ``kept`` is False where ``where`` masks or the weight is 0.
-    """
-    s = checks.check_float(scores, name)
-    y = jnp.asarray(labels)
-    pair = checks.check_broadcast(**{name: s, "labels": y})
-    if pair not in (s.shape, y.shape):
-        raise ValueError(
-            f"{name} with shape {s.shape} and labels with shape {y.shape} broadcast to {pair}, "
-            f"a pair per combination: give them the same shape, e.g. {name}.reshape(labels.shape)"
-        )
-    shape = checks.check_broadcast(
-        **{name: s, "labels": y, "sample_weight": sample_weight, "where": where}
-    )
-    if shape != pair:
-        raise ValueError(
-            f"sample_weight and where must broadcast to the shape of {name} and labels, "
-            f"{pair}, without adding axes; got sample_weight {jnp.shape(sample_weight)}, "
-            f"where {jnp.shape(where)}"
-        )
-    s, y = jnp.broadcast_to(s, shape).reshape(-1), jnp.broadcast_to(y, shape).reshape(-1)
-    w = None if sample_weight is None else jnp.broadcast_to(sample_weight, shape).reshape(-1)
-    kept = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), shape).reshape(-1)
-    if kept is not None:
-        s, y = jnp.where(kept, s, 0), jnp.where(kept, y, 0)
-        w = None if w is None else jnp.where(kept, w, 0)
-    s = checks.check_logits(s, name)
-    y = checks.check_binary_labels(y)
-    if w is not None:
-        w = checks.check_weights(w, "sample_weight")
-    dtype = binary._compute_dtype(s.dtype)
-    s, y = s.astype(dtype), y.astype(dtype)
-    w = jnp.ones_like(s) if w is None else jnp.asarray(w, dtype)
-    if kept is not None:
-        w = jnp.where(kept, w, 0)
-    return s, y, w, w > 0
-
-
-def _divide(num, den, empty=0.0):
-    """``num / den``, or ``empty`` where ``den`` is 0."""
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), empty)
-
 
 # ---------------------------------------------------------------------------
 # Ranking: sort once, cumulative weights at the ends of groups of tied scores.
 # ---------------------------------------------------------------------------
-
-
-class _Ranked(NamedTuple):
-    """Scores sorted in decreasing order, dropped entries last (at ``-inf``)."""
-
-    scores: jax.Array  # sorted scores, -inf for dropped entries
-    tp: jax.Array  # cumulative positive weight at the end of each entry's tie group
-    fp: jax.Array  # cumulative negative weight, likewise
-    tp_before: jax.Array  # the same just before the group (at the previous group's end)
-    fp_before: jax.Array
-    is_last: jax.Array  # True at the last entry of each tie group
-
-
-def _ordered_bits(s):
-    """Integers ordered as the floats ``s`` (``-0.0`` as ``0.0``): a fast sort key on CPU.
-
-    XLA:CPU sorts one integer array several times faster than a float array or
-    a key with payloads, so the ranking sorts these alone and finds each
-    entry's tie group by binary search.
-    """
-    int_type = jnp.int64 if s.dtype == jnp.float64 else jnp.int32
-    bits = jax.lax.bitcast_convert_type(jnp.where(s == 0, 0, s), int_type)
-    magnitude = jnp.asarray(jnp.iinfo(int_type).max, int_type)
-    return jnp.where(bits < 0, bits ^ magnitude, bits)  # negatives: reverse their order
-
-
-def _from_ordered_bits(key, dtype):
-    magnitude = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)
-    return jax.lax.bitcast_convert_type(jnp.where(key < 0, key ^ magnitude, key), dtype)
-
-
-def _rank(s, y, w, kept) -> _Ranked:
-    key = _ordered_bits(jnp.where(kept, s, -jnp.inf))
-    ascending = jnp.sort(key)
-    # Each tie group's weights land at its first position in ascending order, which
-    # is its last in descending order.
-    first = jnp.searchsorted(ascending, key, side="left", method="scan")
-    pos = jax.ops.segment_sum(w * y, first, num_segments=key.size)[::-1]
-    neg = jax.ops.segment_sum(w * (1 - y), first, num_segments=key.size)[::-1]
-    descending = ascending[::-1]
-    tp, fp = jnp.cumsum(pos), jnp.cumsum(neg)
-    is_last = jnp.append(descending[1:] != descending[:-1], True)
-    # Cumulative weights never decrease, so the value at the end of a group is a
-    # reverse running min over group ends, and the value before it a running max.
-    tp_end = jax.lax.cummin(jnp.where(is_last, tp, jnp.inf), reverse=True)
-    fp_end = jax.lax.cummin(jnp.where(is_last, fp, jnp.inf), reverse=True)
-    zero = jnp.zeros(1, tp.dtype)
-    tp_before = jnp.concatenate([zero, jax.lax.cummax(jnp.where(is_last, tp, 0))[:-1]])
-    fp_before = jnp.concatenate([zero, jax.lax.cummax(jnp.where(is_last, fp, 0))[:-1]])
-    scores = _from_ordered_bits(descending, s.dtype)
-    return _Ranked(scores, tp_end, fp_end, tp_before, fp_before, is_last)
 
 
 def _auc_from_groups(tp, fp, tp_before, fp_before, is_last):
@@ -150,9 +59,9 @@ def _auc_from_groups(tp, fp, tp_before, fp_before, is_last):
 
 def _ap_from_groups(tp, fp, tp_before, is_last):
     """Step-wise average precision: sum over groups of (recall gained) x precision."""
-    precision = _divide(tp, tp + fp)
+    precision = safe_divide(tp, tp + fp)
     gained = jnp.sum(jnp.where(is_last, (tp - tp_before) * precision, 0))
-    return _divide(gained, tp[-1])
+    return safe_divide(gained, tp[-1])
 
 
 def roc_auc(
@@ -170,7 +79,7 @@ def roc_auc(
     matters. NaN when the labels hold one class only (scikit-learn warns and
     returns NaN).
     """
-    r = _rank(*_prepare(scores, labels, sample_weight, where))
+    r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     return _auc_from_groups(r.tp, r.fp, r.tp_before, r.fp_before, r.is_last)
 
 
@@ -188,7 +97,7 @@ def average_precision(
     over the distinct scores in decreasing order (no interpolation). 0 when
     there is no positive (scikit-learn's value).
     """
-    r = _rank(*_prepare(scores, labels, sample_weight, where))
+    r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     return _ap_from_groups(r.tp, r.fp, r.tp_before, r.is_last)
 
 
@@ -208,7 +117,7 @@ def roc_curve(
     scikit-learn's ``roc_curve(..., drop_intermediate=False)``, and its
     trapezoidal area is :func:`roc_auc`.
     """
-    r = _rank(*_prepare(scores, labels, sample_weight, where))
+    r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     zero = jnp.zeros(1, r.tp.dtype)
     fpr = jnp.concatenate([zero, r.fp / r.fp[-1]])
     tpr = jnp.concatenate([zero, r.tp / r.tp[-1]])
@@ -232,8 +141,8 @@ def precision_recall_curve(
     ``precision_recall_curve``, and ``-sum(diff(recall) * precision[:-1])``
     is :func:`average_precision`.
     """
-    r = _rank(*_prepare(scores, labels, sample_weight, where))
-    precision = _divide(r.tp, r.tp + r.fp)
+    r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
+    precision = safe_divide(r.tp, r.tp + r.fp)
     recall = r.tp / r.tp[-1]
     # Dropped entries sort last, at -inf: they repeat the last kept point.
     kept = jnp.isfinite(r.scores) | (r.scores > 0)
@@ -254,41 +163,13 @@ def precision_recall_curve(
 # ---------------------------------------------------------------------------
 
 
-class _Counts(NamedTuple):
-    tn: jax.Array
-    fp: jax.Array
-    fn: jax.Array
-    tp: jax.Array
-
-
-def _counts(scores, labels, threshold, sample_weight, where) -> _Counts:
-    s, y, w, _ = _prepare(scores, labels, sample_weight, where)
+def _counts(scores, labels, threshold, sample_weight, where) -> ConfusionCounts:
+    s, y, w, _ = prepare_scores(scores, labels, sample_weight, where)
     predicted = (s >= threshold).astype(s.dtype)
     tp = jnp.sum(w * y * predicted)
     fp = jnp.sum(w * (1 - y) * predicted)
     positives, total = jnp.sum(w * y), jnp.sum(w)
-    return _Counts(total - positives - fp, fp, positives - tp, tp)
-
-
-def _rates(c: _Counts) -> dict[str, jax.Array]:
-    """Every threshold metric from the confusion counts (0 where one divides by 0)."""
-    positives, negatives = c.tp + c.fn, c.tn + c.fp
-    recall, specificity = _divide(c.tp, positives), _divide(c.tn, negatives)
-    present = (positives > 0).astype(recall.dtype) + (negatives > 0)
-    balanced = _divide(
-        jnp.where(positives > 0, recall, 0) + jnp.where(negatives > 0, specificity, 0), present
-    )
-    den = (c.tp + c.fp) * positives * negatives * (c.tn + c.fn)
-    mcc = _divide(c.tp * c.tn - c.fp * c.fn, jnp.sqrt(den))
-    return dict(
-        accuracy=_divide(c.tp + c.tn, positives + negatives),
-        precision=_divide(c.tp, c.tp + c.fp),
-        recall=recall,
-        f1_score=_divide(2 * c.tp, 2 * c.tp + c.fp + c.fn),
-        balanced_accuracy=balanced,
-        matthews_corrcoef=mcc,
-        iou_score=_divide(c.tp, c.tp + c.fp + c.fn),
-    )
+    return ConfusionCounts(total - positives - fp, fp, positives - tp, tp)
 
 
 def confusion_matrix(
@@ -313,7 +194,7 @@ def _threshold_metric(name: str, doc: str):
         sample_weight: ArrayLike | None = None,
         where: ArrayLike | None = None,
     ) -> jax.Array:
-        return _rates(_counts(scores, labels, threshold, sample_weight, where))[name]
+        return rates_from_counts(_counts(scores, labels, threshold, sample_weight, where))[name]
 
     metric.__name__ = metric.__qualname__ = name
     metric.__doc__ = doc + "\n\n    Predicts positive where ``scores >= threshold``.\n"
@@ -373,7 +254,7 @@ def fbeta_score(
     checks.check_nonnegative(beta, "beta")
     c = _counts(scores, labels, threshold, sample_weight, where)
     b2 = jnp.square(jnp.asarray(beta, c.tp.dtype))
-    return _divide((1 + b2) * c.tp, (1 + b2) * c.tp + b2 * c.fn + c.fp)
+    return safe_divide((1 + b2) * c.tp, (1 + b2) * c.tp + b2 * c.fn + c.fp)
 
 
 # ---------------------------------------------------------------------------
@@ -397,7 +278,7 @@ def _probabilities(scores, labels, sample_weight, where, from_logits) -> _Probab
     the logs, as scikit-learn's ``log_loss``.
     """
     name = "logits" if from_logits else "probs"
-    s, y, w, _ = _prepare(scores, labels, sample_weight, where, name)
+    s, y, w, _ = prepare_scores(scores, labels, sample_weight, where, name)
     if from_logits:
         return _Probabilities(
             s, jax.nn.sigmoid(s), jax.nn.log_sigmoid(s), jax.nn.log_sigmoid(-s), y, w
@@ -423,7 +304,7 @@ def log_loss(
     exactly, with nothing to clip.
     """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
-    return _divide(_log_loss_sum(q), jnp.sum(q.w), jnp.nan)
+    return safe_divide(_log_loss_sum(q), jnp.sum(q.w), jnp.nan)
 
 
 def _log_loss_sum(q: _Probabilities) -> jax.Array:
@@ -440,7 +321,7 @@ def brier_score(
 ) -> jax.Array:
     """Weighted mean of ``(p - y)^2``, as scikit-learn's ``brier_score_loss``."""
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
-    return _divide(jnp.sum(q.w * jnp.square(q.p - q.y)), jnp.sum(q.w), jnp.nan)
+    return safe_divide(jnp.sum(q.w * jnp.square(q.p - q.y)), jnp.sum(q.w), jnp.nan)
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -495,8 +376,8 @@ def reliability_diagram(
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     positive, predicted, weight, edges = _bin_sums(q.p, q.y, q.w, n_bins)
     return ReliabilityDiagram(
-        _divide(positive, weight, jnp.nan),
-        _divide(predicted, weight, jnp.nan),
+        safe_divide(positive, weight, jnp.nan),
+        safe_divide(predicted, weight, jnp.nan),
         weight,
         jnp.asarray(edges, q.p.dtype),
     )
@@ -520,7 +401,7 @@ def expected_calibration_error(
     """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     positive, predicted, weight, _ = _bin_sums(q.p, q.y, q.w, n_bins)
-    return _divide(jnp.sum(jnp.abs(positive - predicted)), jnp.sum(weight), jnp.nan)
+    return safe_divide(jnp.sum(jnp.abs(positive - predicted)), jnp.sum(weight), jnp.nan)
 
 
 # ---------------------------------------------------------------------------
@@ -558,7 +439,13 @@ class StreamingBinaryMetrics:
     ece_positive: jax.Array
     ece_predicted: jax.Array
     ece_weight: jax.Array
-    sums: jax.Array  # log loss, squared error, weight, tp, fp, positives, count
+    log_loss_sum: jax.Array  # the weighted sums over every entry counted
+    squared_error_sum: jax.Array
+    weight_sum: jax.Array
+    true_positives: jax.Array  # weighted, at the threshold
+    false_positives: jax.Array
+    positives: jax.Array
+    count: jax.Array  # entries of weight > 0
     from_logits: bool = False
     threshold: float = 0.5
 
@@ -588,7 +475,7 @@ class StreamingBinaryMetrics:
             zeros(ece_bins),
             zeros(ece_bins),
             zeros(ece_bins),
-            zeros(7),
+            *(zeros(()) for _ in _SUM_FIELDS),
             from_logits,
             float(threshold),
         )
@@ -614,18 +501,16 @@ class StreamingBinaryMetrics:
         negative_hist = jax.ops.segment_sum(w * (1 - y), index, num_segments=num_bins)
         ece = _bin_sums(q.p, y, w, self.ece_weight.size)[:3]
         predicted = (q.scores >= self.threshold).astype(w.dtype)
-        sums = jnp.stack(
-            [
-                _log_loss_sum(q),
-                jnp.sum(w * jnp.square(q.p - y)),
-                jnp.sum(w),
-                jnp.sum(w * y * predicted),
-                jnp.sum(w * (1 - y) * predicted),
-                jnp.sum(w * y),
-                jnp.sum(w > 0, dtype=w.dtype),
-            ]
+        sums = (
+            _log_loss_sum(q),
+            jnp.sum(w * jnp.square(q.p - y)),
+            jnp.sum(w),
+            jnp.sum(w * y * predicted),
+            jnp.sum(w * (1 - y) * predicted),
+            jnp.sum(w * y),
+            jnp.sum(w > 0, dtype=w.dtype),
         )
-        return self._add(positive_hist, negative_hist, *ece, sums)
+        return self._add(positive_hist, negative_hist, *ece, *sums)
 
     def _add(self, *counts) -> StreamingBinaryMetrics:
         new = {
@@ -657,7 +542,12 @@ class StreamingBinaryMetrics:
 
     def compute(self) -> dict[str, jax.Array]:
         """The metrics over everything counted: a dict of 0-d arrays."""
-        log_loss_sum, squared, total, tp, fp, positives, count = self.sums
+        total, tp, fp, positives = (
+            self.weight_sum,
+            self.true_positives,
+            self.false_positives,
+            self.positives,
+        )
         # The histogram bins, highest scores first, as tie groups.
         tp_cum = jnp.cumsum(self.positive_hist[::-1])
         fp_cum = jnp.cumsum(self.negative_hist[::-1])
@@ -665,31 +555,34 @@ class StreamingBinaryMetrics:
         tp_before = jnp.concatenate([zero, tp_cum[:-1]])
         fp_before = jnp.concatenate([zero, fp_cum[:-1]])
         every = jnp.ones(tp_cum.shape, bool)
-        rates = _rates(_Counts(total - positives - fp, fp, positives - tp, tp))
+        rates = rates_from_counts(ConfusionCounts(total - positives - fp, fp, positives - tp, tp))
         return dict(
             roc_auc=_auc_from_groups(tp_cum, fp_cum, tp_before, fp_before, every),
             average_precision=_ap_from_groups(tp_cum, fp_cum, tp_before, every),
-            log_loss=_divide(log_loss_sum, total, jnp.nan),
-            brier_score=_divide(squared, total, jnp.nan),
-            expected_calibration_error=_divide(
+            log_loss=safe_divide(self.log_loss_sum, total, jnp.nan),
+            brier_score=safe_divide(self.squared_error_sum, total, jnp.nan),
+            expected_calibration_error=safe_divide(
                 jnp.sum(jnp.abs(self.ece_positive - self.ece_predicted)), total, jnp.nan
             ),
             accuracy=rates["accuracy"],
             precision=rates["precision"],
             recall=rates["recall"],
             f1_score=rates["f1_score"],
-            count=count,
+            count=self.count,
         )
 
 
-_COUNT_FIELDS = (
-    "positive_hist",
-    "negative_hist",
-    "ece_positive",
-    "ece_predicted",
-    "ece_weight",
-    "sums",
+_SUM_FIELDS = (
+    "log_loss_sum",
+    "squared_error_sum",
+    "weight_sum",
+    "true_positives",
+    "false_positives",
+    "positives",
+    "count",
 )
+_COUNT_FIELDS = ("positive_hist", "negative_hist", "ece_positive", "ece_predicted", "ece_weight")
+_COUNT_FIELDS += _SUM_FIELDS
 jax.tree_util.register_dataclass(
     StreamingBinaryMetrics,
     data_fields=list(_COUNT_FIELDS),

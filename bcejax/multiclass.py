@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import _numerics, binary, checks
+from bcejax import _common, _softmax, binary, checks
 
 
 def _class_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -77,7 +77,7 @@ def _class_weights(class_weights, shape, axes, dtype, name="class_weights"):
 
 def _smoothing(label_smoothing, dtype):
     checks.check_label_smoothing(label_smoothing)
-    if binary._is_zero(label_smoothing):
+    if _common.known_zero(label_smoothing):
         return None
     return jnp.asarray(label_smoothing, dtype)
 
@@ -90,7 +90,7 @@ def _prepare(logits, axis, where):
     logits = checks.check_logits(
         logits if mask is None else jnp.where(mask, logits, 0), carrier=logits
     )
-    x = _classes_last(logits.astype(binary._compute_dtype(logits.dtype)), axes)
+    x = _classes_last(logits.astype(_common.compute_dtype(logits.dtype)), axes)
     return x, None if mask is None else _classes_last(mask, axes), axes, logits.dtype
 
 
@@ -157,7 +157,7 @@ def softmax_cross_entropy(
     if weights is not None:
         coef = coef * weights
     x, coef = _masked(x, coef, mask)
-    return _numerics.softmax_cross_entropy(False, x, None, None, coef).astype(dtype)
+    return _softmax.softmax_cross_entropy(False, x, None, None, coef).astype(dtype)
 
 
 def _smoothed_labels(y, smoothing, mask):
@@ -270,7 +270,7 @@ def softmax_cross_entropy_with_integer_labels(
         in_range |= ignored
         u = jnp.where(ignored, 0, u)
         v = None if v is None else jnp.where(ignored[..., None], 0, v)
-    loss = _numerics.softmax_cross_entropy(True, x, labels, u, v)
+    loss = _softmax.softmax_cross_entropy(True, x, labels, u, v)
     return jnp.where(in_range, loss, jnp.nan).astype(dtype)
 
 
@@ -327,7 +327,7 @@ def softmax_focal_loss(
         target &= mask  # a masked target class adds 0
     # p_t = sigmoid(margin): the target's logit over the log-sum-exp of the others.
     target_logit = jnp.sum(jnp.where(target, x, 0), -1)
-    others = _numerics.logsumexp(jnp.where(target, -jnp.inf, x), (-1,))
+    others = _softmax.logsumexp(jnp.where(target, -jnp.inf, x), (-1,))
     # Equal (both +inf, say) means p_t = 1/2, not inf - inf = NaN. The tie's value
     # is 0 but its derivative is still d(target_logit) - d(others).
     tie = _zero_with_derivative(target_logit) - _zero_with_derivative(others)
@@ -394,14 +394,14 @@ def poly_loss_cross_entropy(
       Classification Loss Functions, ICLR 2022, https://arxiv.org/abs/2204.12511
     """
     cross_entropy = softmax_cross_entropy(logits, labels, axis, where)
-    if binary._is_zero(epsilon):
+    if _common.known_zero(epsilon):
         return cross_entropy
     x_in = checks.check_float(logits, "logits")
     shape = jnp.broadcast_shapes(x_in.shape, jnp.shape(labels))
     x, mask, axes, _ = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
     y = _classes_last(jnp.broadcast_to(jnp.asarray(labels, x.dtype), shape), axes)
     x, y = _masked(x, y, mask)
-    wrong = -jnp.expm1(_numerics.log_softmax(x, (-1,)))
+    wrong = -jnp.expm1(_softmax.log_softmax(x, (-1,)))
     poly = jnp.sum(y * wrong, -1) * jnp.asarray(epsilon, x.dtype)
     return (cross_entropy + poly.astype(cross_entropy.dtype)).astype(cross_entropy.dtype)
 
@@ -432,6 +432,6 @@ def hinge_loss(predictor_outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
     checks.check_broadcast(predictor_outputs=scores, targets=targets)
     scores = checks.check_logits(scores, "predictor_outputs")
     targets = checks.check_signed_targets(targets)
-    compute = binary._compute_dtype(scores.dtype)
+    compute = _common.compute_dtype(scores.dtype)
     loss = jnp.maximum(0, 1 - targets.astype(compute) * scores.astype(compute))
     return loss.astype(scores.dtype)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks
+from bcejax import _common, binary, checks
 
 
 def _pair_losses(x, y, logit_scale, logit_bias, positive_diagonal: bool):
@@ -80,7 +80,7 @@ def sigmoid_contrastive_loss(
             f"{y.shape}: row i of each is a positive pair"
         )
     dtype = x.dtype
-    compute = binary._compute_dtype(jnp.promote_types(x.dtype, y.dtype))
+    compute = _common.compute_dtype(jnp.promote_types(x.dtype, y.dtype))
     x, y = x.astype(compute), y.astype(compute)
     scale, bias = jnp.asarray(logit_scale, compute), jnp.asarray(logit_bias, compute)
     if axis_name is None:
@@ -191,7 +191,7 @@ def sigmoid_binary_cross_entropy_with_linear(
     )
     batch, num_labels = f.shape[0], w.shape[1]
     dtype = jnp.promote_types(f.dtype, w.dtype)
-    compute = binary._compute_dtype(dtype)
+    compute = _common.compute_dtype(dtype)
     f, w, b = f.astype(compute), w.astype(compute), b.astype(compute)
     pw = None if pos_weight is None else jnp.asarray(pos_weight, compute)
     chunk = min(int(chunk_size), num_labels)
@@ -214,7 +214,8 @@ def sigmoid_binary_cross_entropy_with_linear(
         loss = jnp.where(columns >= c * chunk, loss, 0)
         return total + jnp.sum(loss), None
 
-    total, _ = jax.lax.scan(jax.checkpoint(step), jnp.zeros((), compute), jnp.arange(chunks))
+    init = jnp.zeros((), compute)
+    total, _ = jax.lax.scan(jax.checkpoint(step, prevent_cse=False), init, jnp.arange(chunks))
     if reduction == "mean":
         total = total / (batch * num_labels)
     return total.astype(dtype)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bcejax import binary, checks
+from bcejax import _common, binary, checks
 from bcejax.reduction import reduce_loss
 
 
@@ -68,7 +68,7 @@ def _prepare(logits, labels, where, from_logits):
         x = checks.check_probabilities(x, name)
     y = checks.check_labels(y)
     dtype = x.dtype
-    x = x.astype(binary._compute_dtype(dtype))
+    x = x.astype(_common.compute_dtype(dtype))
     y = y.astype(x.dtype)
     p, p_neg = (jax.nn.sigmoid(x), jax.nn.sigmoid(-x)) if from_logits else (x, 1 - x)
     if mask is not None:

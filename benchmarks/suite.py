@@ -14,6 +14,12 @@ fast as memory can feed it. It also reports the compile time of
 a plot of GB/s against size. Run:
 
     python benchmarks/suite.py [--quick] [--repeats 3]
+
+On an accelerator, ``--device-check`` is the short run: 2^24 and 2^26
+elements, float32 and bfloat16, the four losses and the fused linear head,
+within about five minutes on one GPU:
+
+    python benchmarks/suite.py --device-check
 """
 
 from __future__ import annotations
@@ -60,12 +66,28 @@ def _plain_bce_dice(x, y):
     return bce + dice
 
 
+def _plain_bce(x, y):
+    return jnp.logaddexp(0.0, x) - x * y
+
+
+def _plain_focal(x, y):
+    p = jax.nn.sigmoid(x)
+    p_t = p * y + (1 - p) * (1 - y)
+    return (1 - p_t) ** 2 * _plain_bce(x, y)
+
+
+def _plain_softmax_ce(x, labels):
+    log_p = jax.nn.log_softmax(x)
+    return -jnp.take_along_axis(log_p, labels[:, None], -1)[:, 0]
+
+
 # loss -> (inputs, {contender: function}); the first contender is the baseline.
 LOSSES = {
     "sigmoid BCE": (
         _binary,
         {
             "optax": optax.sigmoid_binary_cross_entropy,
+            "plain jnp": _plain_bce,
             "bcejax": bcejax.sigmoid_binary_cross_entropy,
         },
     ),
@@ -73,6 +95,7 @@ LOSSES = {
         _binary,
         {
             "optax": optax.sigmoid_focal_loss,
+            "plain jnp": _plain_focal,
             "bcejax": lambda x, y: bcejax.sigmoid_focal_loss(x, y, alpha=None),
         },
     ),
@@ -80,6 +103,7 @@ LOSSES = {
         _softmax,
         {
             "optax": optax.softmax_cross_entropy_with_integer_labels,
+            "plain jnp": _plain_softmax_ce,
             "bcejax": bcejax.softmax_cross_entropy_with_integer_labels,
         },
     ),
@@ -195,6 +219,41 @@ def run(sizes, dtypes, repeats):
     return rows
 
 
+def linear_head(batch: int, dim: int, labels: int, dtype, repeats: int) -> list[dict]:
+    """``value_and_grad`` of the fused head against BCE of the materialized logits."""
+    kf, kw, ky = jax.random.split(jax.random.key(2), 3)
+    f = jax.random.normal(kf, (batch, dim), dtype)
+    w = (jax.random.normal(kw, (dim, labels), jnp.float32) / dim**0.5).astype(dtype)
+    y = (jax.random.uniform(ky, (batch, labels)) < 0.01).astype(dtype)
+
+    def fused(f, w):
+        return bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, None, y)
+
+    def materialized(f, w):
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(f @ w, y))
+
+    calls = {
+        name: harness.blocking(jax.jit(jax.value_and_grad(fn, argnums=(0, 1))), (f, w))
+        for name, fn in (("materialized", materialized), ("bcejax fused", fused))
+    }
+    medians = harness.round_robin(calls, repeats)
+    shape = f"{batch} x {dim} x {labels}"
+    rows = [
+        {
+            "loss": f"linear head + BCE ({shape})",
+            "contender": name,
+            "mode": "value_and_grad",
+            "dtype": jnp.dtype(dtype).name,
+            "median_ms": seconds * 1e3,
+            "time_vs_baseline": seconds / medians["materialized"],
+        }
+        for name, seconds in medians.items()
+    ]
+    for row in rows:
+        print(f"{row['loss']:<30} {row['dtype']:<9} {row['contender']} {row['median_ms']:8.2f} ms")
+    return rows
+
+
 def compile_times(size: int):
     """Seconds to compile ``jit(value_and_grad)`` of each loss, float32, at ``size``."""
     result, key = {}, jax.random.key(1)
@@ -250,18 +309,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2^16 and 2^20 only, float32")
+    parser.add_argument(
+        "--device-check",
+        action="store_true",
+        help="the short accelerator run: 2^24 and 2^26, float32 and bfloat16, and the linear head",
+    )
+    parser.add_argument(
+        "--log2-sizes", type=int, nargs="+", help="the sizes to run instead (e.g. 10 12: a test)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    sizes = [2**16, 2**20] if args.quick else [2**k for k in range(16, 27, 2)]
+    if args.device_check:
+        sizes = [2**24, 2**26]
+    elif args.quick:
+        sizes = [2**16, 2**20]
+    else:
+        sizes = [2**k for k in range(16, 27, 2)]
+    if args.log2_sizes:
+        sizes = [2**k for k in args.log2_sizes]
     dtypes = [jnp.float32] if args.quick else [jnp.float32, jnp.bfloat16]
     rows = run(sizes, dtypes, args.repeats)
-    compiled = compile_times(2**20)
+    head = []
+    if args.device_check:
+        # (batch, dim, labels): 2^28 logits, a gigabyte in float32; a toy size for a test run.
+        batch, dim, labels = (16, 8, 64) if args.log2_sizes else (4096, 256, 65536)
+        for dtype in dtypes:
+            head += linear_head(batch, dim, labels, dtype, args.repeats)
+    compiled = compile_times(min(2**20, max(sizes)))
     for name, seconds in compiled.items():
         print(f"compile jit(value_and_grad) {name:<45} {seconds:.2f} s")
     fields = {
         "benchmark": "loss suite: forward and value_and_grad against the bandwidth floor",
         "repeats": args.repeats,
         "compile_seconds_at_2^20": compiled,
+        "linear_head": head,
     }
     path = harness.record("suite", args.out, fields, rows)
     plot(rows, path.with_suffix(".png"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,16 +39,12 @@ def _grad(f):
     return jax.jit(jax.grad(f))
 
 
-def _sigmoid(x):
-    return 0.5 * (1 + np.tanh(x / 2))
-
-
 def ref_ghm(x, y, bins=10, mask=None, w=None, momentum=0.0, state=None):
     x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
     mask = np.ones(x.shape, bool) if mask is None else np.broadcast_to(mask, x.shape)
     w = np.ones(x.shape) if w is None else np.broadcast_to(w, x.shape)
     w = np.where(mask, w, 0)
-    g = np.abs(_sigmoid(x) - y)
+    g = np.abs(helpers.sigmoid(x) - y)
     index = np.minimum(np.floor(g * bins), bins - 1).astype(int)
     counts = np.zeros(bins)
     for b, weight in zip(index[mask].ravel(), w[mask].ravel(), strict=True):
@@ -67,7 +64,7 @@ def ref_fbeta(x, y, beta=1.0, average="micro", mask=None, w=None, epsilon=1e-7):
         c = np.where(mask, c, 0)
         x = np.where(mask, x, 0)
     axes = None if average == "micro" else tuple(range(x.ndim - 1))
-    p = _sigmoid(x)
+    p = helpers.sigmoid(x)
     tp = np.sum(c * p * y, axes)
     fp = np.sum(c * p * (1 - y), axes)
     fn = np.sum(c * (1 - p) * y, axes)
@@ -117,7 +114,7 @@ def test_ghm_weights_average_to_one_and_gradient_is_weighted_residual():
     beta = np.asarray(loss) / _bce(X, Y)
     np.testing.assert_allclose(beta.mean(), 1, rtol=1e-12)
     grad = _grad(lambda x: sigmoid_ghm_loss(x, Y)[0].sum())(X)
-    np.testing.assert_allclose(grad, beta * (_sigmoid(X) - Y), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grad, beta * (helpers.sigmoid(X) - Y), rtol=1e-10, atol=1e-14)
 
 
 def test_ghm_momentum_threads_state_over_two_steps():
@@ -314,10 +311,6 @@ def test_fbeta_gradients_agree_with_finite_differences(fn):
 # -- across devices ----------------------------------------------------------------
 
 
-def _mesh():
-    return jax.make_mesh((4,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
 @ALL
 def test_shard_map_equals_global_batch(fn):
     assert jax.device_count() == 4
@@ -325,7 +318,7 @@ def test_shard_map_equals_global_batch(fn):
     sharded = jax.jit(
         jax.shard_map(
             lambda x, y, m: fn(x, y, where=m, axis_name="d"),
-            mesh=_mesh(),
+            mesh=helpers.mesh(),
             in_specs=(P("d"),) * 3,
             out_specs=out_spec,
             check_vma=True,
@@ -343,7 +336,7 @@ def test_ghm_shard_map_state_is_global():
 
     sharded = jax.shard_map(
         step,
-        mesh=_mesh(),
+        mesh=helpers.mesh(),
         in_specs=(P("d"), P("d"), P("d"), P()),
         out_specs=(P("d"), P()),
         check_vma=True,
@@ -365,7 +358,11 @@ def test_ohem_shard_map_gradient_inside_is_exact(top_k):
 
     inside = jax.jit(
         jax.shard_map(
-            grad_inside, mesh=_mesh(), in_specs=(P("d"), P("d")), out_specs=P("d"), check_vma=True
+            grad_inside,
+            mesh=helpers.mesh(),
+            in_specs=(P("d"), P("d")),
+            out_specs=P("d"),
+            check_vma=True,
         )
     )(loss, MASK)
     expected = _grad(lambda v: ohem_reduce(v, top_k=top_k, where=MASK))(loss)

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,10 +43,6 @@ def _softplus(x):
     return np.logaddexp(0.0, x)
 
 
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
 def _smooth(y, a):
     return y * (1 - a) + a / 2
 
@@ -60,7 +58,7 @@ def _alpha_t(y, alpha):
 
 def _prob_wrong_logits(x, y):
     """``1 - p_t = (1 - y) p + y (1 - p)``; both terms are >= 0, so no cancellation."""
-    return (1 - y) * _sigmoid(x) + y * _sigmoid(-x)
+    return (1 - y) * helpers.sigmoid(x) + y * helpers.sigmoid(-x)
 
 
 def ref_sigmoid_bce(x, y, *, weights=None, pos_weight=None, label_smoothing=0.0):
@@ -79,10 +77,10 @@ def ref_sigmoid_focal(x, y, *, alpha=None, gamma=2.0, weights=None, label_smooth
 
 def ref_sigmoid_asymmetric(x, y, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, weights=None):
     x, y, m = _f64(x), _f64(y), float(clip)
-    positive = y * _sigmoid(-x) ** float(gamma_pos) * _softplus(-x)
-    shifted = np.maximum(_sigmoid(x) - m, 0.0)  # p_m
+    positive = y * helpers.sigmoid(-x) ** float(gamma_pos) * _softplus(-x)
+    shifted = np.maximum(helpers.sigmoid(x) - m, 0.0)  # p_m
     # -log(1 - p_m), with 1 - p_m = min(1 - p + m, 1); for m = 0 it is softplus(x).
-    nll = _softplus(x) if m == 0 else -np.log(np.minimum(_sigmoid(-x) + m, 1.0))
+    nll = _softplus(x) if m == 0 else -np.log(np.minimum(helpers.sigmoid(-x) + m, 1.0))
     negative = (1 - y) * shifted ** float(gamma_neg) * nll
     return _coef(weights) * (positive + negative)
 
@@ -249,15 +247,7 @@ def case_rtol(case, dtype):
     return case.rtol32 if dtype == np.float32 else RTOL[dtype]
 
 
-def assert_close(got, want, dtype, *, rtol=None, atol=None):
-    got = np.asarray(got)
-    assert got.dtype == dtype
-    np.testing.assert_allclose(
-        got.astype(np.float64),
-        want,
-        rtol=RTOL[dtype] if rtol is None else rtol,
-        atol=TINY[dtype] if atol is None else atol,
-    )
+assert_close = functools.partial(helpers.assert_close, rtol=RTOL, atol=TINY)
 
 
 def split_static(config):
@@ -279,7 +269,7 @@ def test_references_agree_with_each_other():
     x = np.linspace(-8, 8, 33)
     y = np.linspace(0, 1, 33)
     hard = np.round(y)
-    p = _sigmoid(x)
+    p = helpers.sigmoid(x)
     bce = ref_sigmoid_bce(x, y)
     np.testing.assert_allclose(ref_bce_probs(p, y), bce, rtol=1e-12)
     np.testing.assert_allclose(ref_sigmoid_focal(x, y, gamma=0.0), bce, rtol=1e-12)
@@ -666,7 +656,8 @@ def test_bce_logit_gradient_closed_form(config, dtype):
     c = {k: _f64(v) for k, v in config.items()}
     y = _smooth(_f64(labels), c.get("label_smoothing", 0.0))
     want = _coef(c.get("weights")) * (
-        (1 - y) * _sigmoid(_f64(x)) - _coef(c.get("pos_weight")) * y * _sigmoid(-_f64(x))
+        (1 - y) * helpers.sigmoid(_f64(x))
+        - _coef(c.get("pos_weight")) * y * helpers.sigmoid(-_f64(x))
     )
     assert_close(grad, want, dtype, rtol=4 * RTOL[dtype])
 
@@ -749,22 +740,13 @@ def fd_inputs(kind):
     """Smooth points: logits away from the clip kink p = m, soft labels in (.05, .95)."""
     rng = np.random.default_rng(6)
     logits = np.linspace(-4.3, 4.1, 12).reshape(4, 3)
-    preds = logits if kind == "logits" else _sigmoid(logits)
+    preds = logits if kind == "logits" else helpers.sigmoid(logits)
     return dict(
         preds=preds,
         labels=rng.uniform(0.05, 0.95, (4, 3)),
         W=rng.uniform(0.5, 2.0, (4, 3)),
         PW=rng.uniform(0.5, 3.0, (3,)),
     )
-
-
-def central_difference(f, value, h=1e-6):
-    """(f(v + h e_i) - f(v - h e_i)) / 2h for every element i, in one vectorized call."""
-    value = np.asarray(value, np.float64)
-    steps = h * np.eye(value.size).reshape(value.size, *value.shape)
-    values = jax.jit(jax.vmap(f))(np.concatenate([value + steps, value - steps]))
-    plus, minus = np.split(np.asarray(values, np.float64), 2)
-    return ((plus - minus) / (2 * h)).reshape(value.shape)
 
 
 @pytest.mark.parametrize("fn, kind, config, arg", FD_PARAMS)
@@ -781,7 +763,7 @@ def test_gradient_matches_central_differences(fn, kind, config, arg):
 
     grad = jax.jit(jax.grad(f))(jnp.asarray(args[arg], np.float64))
     assert grad.dtype == np.float64
-    differences = central_difference(f, args[arg])
+    differences = helpers.central_difference(f, args[arg])
     np.testing.assert_allclose(grad, differences, rtol=1e-6, atol=1e-8)
 
 
@@ -797,9 +779,9 @@ def test_asymmetric_clip_gradient_at_zero(gamma_neg, dtype):
 
     # Near m = 0, p_m = p - m (for p > 0), so with nll = -log(1 - p) = softplus(x):
     # d/dm [p_m^g (-log(1 - p_m))] = -(g p^(g-1) nll + p^g / (1 - p)).
-    p = _sigmoid(x)
+    p = helpers.sigmoid(x)
     want = -(1 - y) * (
-        gamma_neg * p ** (gamma_neg - 1) * _softplus(x) + p**gamma_neg / _sigmoid(-x)
+        gamma_neg * p ** (gamma_neg - 1) * _softplus(x) + p**gamma_neg / helpers.sigmoid(-x)
     )
     # The closed form against a one-sided difference of the (static-clip) float64 loss.
     h = 1e-7

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -31,10 +32,6 @@ GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 # ---------------------------------------------------------------------------
 
 
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -np.asarray(x, np.float64)))
-
-
 def _logsumexp(x, axis=-1):
     top = np.max(x, axis=axis, keepdims=True)
     return np.squeeze(top, axis) + np.log(np.sum(np.exp(x - top), axis=axis))
@@ -48,7 +45,7 @@ def binary_nll(logits, labels, temperature):
 def binary_nll_slope(logits, labels, temperature):
     """d/dT of the mean BCE of sigmoid(logits / T)."""
     x = np.asarray(logits, np.float64)
-    return np.mean((_sigmoid(x / temperature) - labels) * x) * (-1.0 / temperature**2)
+    return np.mean((helpers.sigmoid(x / temperature) - labels) * x) * (-1.0 / temperature**2)
 
 
 def multiclass_nll(logits, labels, temperature):
@@ -103,7 +100,7 @@ def ref_platt(scores, labels):
 
     ab = np.array([0.0, np.log((n_pos + 1) / (n_neg + 1))])
     for _ in range(100):
-        p = _sigmoid(ab[0] * s + ab[1])
+        p = helpers.sigmoid(ab[0] * s + ab[1])
         grad = np.array([np.sum((p - t) * s), np.sum(p - t)])
         h = p * (1 - p)
         hess = np.array([[np.sum(h * s * s), np.sum(h * s)], [np.sum(h * s), np.sum(h)]])
@@ -155,7 +152,7 @@ def binary_model(n, *, seed, overconfidence=3.0):
     """Labels ~ Bernoulli(sigmoid(z)); the model reports overconfidence * z."""
     rng = np.random.default_rng(seed)
     z = rng.normal(0.0, 1.5, n)
-    labels = (rng.uniform(size=n) < _sigmoid(z)).astype(np.float64)
+    labels = (rng.uniform(size=n) < helpers.sigmoid(z)).astype(np.float64)
     return overconfidence * z, labels
 
 
@@ -263,13 +260,13 @@ def platt_data(kind):
     n = 400  # one shape: one compile of the jitted fit
     if kind == "margins":  # SVM-like decision values
         s = rng.normal(0.0, 1.5, n)
-        y = rng.uniform(size=n) < _sigmoid(1.7 * s - 0.5)
+        y = rng.uniform(size=n) < helpers.sigmoid(1.7 * s - 0.5)
     elif kind == "wide":  # a wide score range, a shallow slope
         s = rng.normal(0.0, 8.0, n)
-        y = rng.uniform(size=n) < _sigmoid(0.4 * s + 0.3)
+        y = rng.uniform(size=n) < helpers.sigmoid(0.4 * s + 0.3)
     else:  # few positives
         s = rng.normal(-1.0, 1.0, n)
-        y = rng.uniform(size=n) < _sigmoid(2.0 * s - 2.0)
+        y = rng.uniform(size=n) < helpers.sigmoid(2.0 * s - 2.0)
     return s, y.astype(np.float64)
 
 
@@ -283,7 +280,7 @@ def test_platt_matches_sklearn(kind):
     np.testing.assert_allclose([a, b], ref_platt(scores, labels), rtol=1e-6, atol=1e-9)
     # the calibrated probabilities are sklearn's
     np.testing.assert_allclose(
-        _sigmoid(float(a) * scores + float(b)),
+        helpers.sigmoid(float(a) * scores + float(b)),
         1.0 / (1.0 + np.exp(big_a * scores + big_b)),
         rtol=1e-4,
     )
@@ -327,8 +324,8 @@ METRIC_FUNCTIONS = {
 def threshold_data(seed=11, n=150):
     rng = np.random.default_rng(seed)
     z = rng.normal(0.0, 1.5, n)
-    labels = (rng.uniform(size=n) < _sigmoid(z)).astype(np.float64)
-    scores = np.round(_sigmoid(z + rng.normal(0.0, 1.2, n)), 2)  # ties
+    labels = (rng.uniform(size=n) < helpers.sigmoid(z)).astype(np.float64)
+    scores = np.round(helpers.sigmoid(z + rng.normal(0.0, 1.2, n)), 2)  # ties
     weights = rng.uniform(0.2, 2.0, n)
     weights[rng.uniform(size=n) < 0.1] = 0.0
     mask = rng.uniform(size=n) < 0.8

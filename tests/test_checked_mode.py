@@ -14,6 +14,7 @@ import collections
 import re
 from unittest import mock
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,10 +33,6 @@ CLASSES = RNG.integers(0, 6, size=8).astype(np.int32)
 
 def _bce_mean(x, y):
     return bcejax.sigmoid_binary_cross_entropy(x, y).mean()
-
-
-def _mesh():
-    return jax.make_mesh((4,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _sharded_mean(x, y):
@@ -75,7 +72,9 @@ CASES = {
     "scan": (lambda: jax.jit(_scan_sum), (X, Y), (X, 255 * Y), "8-bit"),
     "shard_map": (
         lambda: jax.jit(
-            jax.shard_map(_sharded_mean, mesh=_mesh(), in_specs=(P("d"), P("d")), out_specs=P())
+            jax.shard_map(
+                _sharded_mean, mesh=helpers.mesh(), in_specs=(P("d"), P("d")), out_specs=P()
+            )
         ),
         (X, Y),
         (X, 255 * Y),

@@ -1,4 +1,4 @@
-"""Every bad input named in DESIGN.md raises the named error with a message that helps."""
+"""Bad inputs raise the documented error, with a message that says what is wrong and what to do."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,10 +37,6 @@ JUNK_LABEL = 255.0
 # ---------------------------------------------------------------------------
 # Float64 NumPy references and scikit-learn, on the kept entries only.
 # ---------------------------------------------------------------------------
-
-
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -np.asarray(x, np.float64)))
 
 
 def _quiet(fn):
@@ -190,8 +187,8 @@ def model_data(shape, *, seed, decimals=1):
     """Labels ~ Bernoulli(sigmoid(z)), scores sigmoid(z + noise) rounded (ties, 0 and 1)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(0.0, 1.5, shape)
-    labels = (rng.uniform(size=shape) < _sigmoid(z)).astype(np.float64)
-    scores = np.round(_sigmoid(z + rng.normal(0.0, 1.0, shape)), decimals)
+    labels = (rng.uniform(size=shape) < helpers.sigmoid(z)).astype(np.float64)
+    scores = np.round(helpers.sigmoid(z + rng.normal(0.0, 1.0, shape)), decimals)
     weights = rng.uniform(0.0, 2.0, shape)
     weights[rng.uniform(size=shape) < 0.15] = 0.0
     mask = rng.uniform(size=shape) < 0.8
@@ -274,7 +271,7 @@ def test_threshold_keyword(name, threshold):
 def test_threshold_zero_on_logits(name):
     rng = np.random.default_rng(1)
     logits = np.round(rng.normal(0.0, 2.0, 300), 1)  # ties, and exact zeros
-    labels = (rng.uniform(size=300) < _sigmoid(logits)).astype(np.float64)
+    labels = (rng.uniform(size=300) < helpers.sigmoid(logits)).astype(np.float64)
     assert np.any(logits == 0.0)
     got = bcejax_metric(name, threshold=0.0)(logits, labels)
     want = sklearn_metric(name, logits, labels, threshold=0.0)
@@ -630,17 +627,17 @@ def test_from_logits_equals_sigmoid_of_logits(name):
     logits = np.clip(LOGITS, -8.0, 8.0)  # log(1 - p) without cancellation
     fn = getattr(metrics, name)
     got = fn(logits, LABELS, from_logits=True, sample_weight=WEIGHTS)
-    want = fn(_sigmoid(logits), LABELS, sample_weight=WEIGHTS)
+    want = fn(helpers.sigmoid(logits), LABELS, sample_weight=WEIGHTS)
     np.testing.assert_allclose(got, want, rtol=1e-9)
     if name != "expected_calibration_error":
-        sk = sklearn_metric(name, _sigmoid(logits), LABELS, WEIGHTS)
+        sk = sklearn_metric(name, helpers.sigmoid(logits), LABELS, WEIGHTS)
         np.testing.assert_allclose(got, sk, rtol=1e-6)
 
 
 def test_reliability_diagram_from_logits():
     logits = np.clip(LOGITS, -8.0, 8.0)
     got = metrics.reliability_diagram(logits, LABELS, from_logits=True, n_bins=10)
-    want = metrics.reliability_diagram(_sigmoid(logits), LABELS, n_bins=10)
+    want = metrics.reliability_diagram(helpers.sigmoid(logits), LABELS, n_bins=10)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9)
 
@@ -667,8 +664,8 @@ N_STREAM = 4000
 def stream_data(seed=5, n=N_STREAM):
     rng = np.random.default_rng(seed)
     z = rng.normal(0.0, 1.5, n)
-    labels = (rng.uniform(size=n) < _sigmoid(z)).astype(np.float64)
-    scores = _sigmoid(z + rng.normal(0.0, 1.0, n))
+    labels = (rng.uniform(size=n) < helpers.sigmoid(z)).astype(np.float64)
+    scores = helpers.sigmoid(z + rng.normal(0.0, 1.0, n))
     scores[:200] = np.round(scores[:200], 1)  # ties and bin edges
     weights = rng.uniform(0.0, 2.0, n)
     weights[rng.uniform(size=n) < 0.1] = 0.0
@@ -826,11 +823,11 @@ def test_from_logits_stream():
     # No logit in [0, 0.5): the threshold 0.5 reads the same as a probability or a logit ...
     logits[(logits >= 0.0) & (logits < 0.5)] += 0.5
     # ... and sigmoid(x) >= 0.5 is x >= 0.
-    labels = (rng.uniform(size=N_STREAM) < _sigmoid(logits)).astype(np.float64)
+    labels = (rng.uniform(size=N_STREAM) < helpers.sigmoid(logits)).astype(np.float64)
     weights = rng.uniform(0.5, 1.5, N_STREAM)
     state = StreamingBinaryMetrics.empty(from_logits=True)
     result = state.update(logits, labels, sample_weight=weights).compute()
-    probs = _sigmoid(logits)
+    probs = helpers.sigmoid(logits)
     np.testing.assert_allclose(
         result["log_loss"], ref_logit_log_loss(logits, labels, weights), rtol=1e-5
     )
@@ -855,8 +852,8 @@ def test_binned_auc_and_ap_on_a_million_scores():
     n, batches = 10**6, 4
     rng = np.random.default_rng(7)
     z = rng.normal(0.0, 1.5, n)
-    labels = (rng.uniform(size=n) < _sigmoid(z)).astype(np.float32)
-    scores = _sigmoid(z + rng.normal(0.0, 1.0, n)).astype(np.float32)
+    labels = (rng.uniform(size=n) < helpers.sigmoid(z)).astype(np.float32)
+    scores = helpers.sigmoid(z + rng.normal(0.0, 1.0, n)).astype(np.float32)
     step = jax.jit(lambda state, s, y: state.update(s, y))
     state = StreamingBinaryMetrics.empty()
     for s, y in zip(np.split(scores, batches), np.split(labels, batches), strict=True):

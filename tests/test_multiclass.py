@@ -17,6 +17,7 @@ import functools
 import math
 import pickle
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,16 +140,7 @@ def sum_grad(fn):
     return jax.grad(lambda x: jnp.sum(fn(x)))
 
 
-def assert_close(got, want, dtype, *, rtol=None, atol=None, err_msg=""):
-    got = np.asarray(got)
-    assert got.dtype == dtype
-    np.testing.assert_allclose(
-        got.astype(np.float64),
-        want,
-        rtol=RTOL[dtype] if rtol is None else rtol,
-        atol=ATOL[dtype] if atol is None else atol,
-        err_msg=err_msg,
-    )
+assert_close = functools.partial(helpers.assert_close, rtol=RTOL, atol=ATOL)
 
 
 def test_references_on_numbers_known_in_closed_form():
@@ -946,15 +938,6 @@ def test_cross_entropy_gradient_closed_form(where, dtype):
     )
 
 
-def central_difference(f, value, h=1e-6):
-    """(f(v + h e_i) - f(v - h e_i)) / 2h for every element i, in one vectorized call."""
-    value = np.asarray(value, np.float64)
-    steps = h * np.eye(value.size).reshape(value.size, *value.shape)
-    values = jax.jit(jax.vmap(f))(np.concatenate([value + steps, value - steps]))
-    plus, minus = np.split(np.asarray(values, np.float64), 2)
-    return ((plus - minus) / (2 * h)).reshape(value.shape)
-
-
 _FD_RNG = np.random.default_rng(14)
 FD_ARGS = dict(
     logits=np.linspace(-3.1, 2.9, 12).reshape(4, 3) + _FD_RNG.normal(0, 0.3, (4, 3)),
@@ -1026,7 +1009,7 @@ def test_gradient_matches_central_differences(name):
 
     grad = jax.jit(jax.grad(f))(packed)
     assert grad.dtype == np.float64
-    differences = central_difference(f, packed)
+    differences = helpers.central_difference(f, packed)
     for arg, got, want in zip(
         args, np.split(grad, splits), np.split(differences, splits), strict=True
     ):

@@ -466,3 +466,50 @@ def test_batch_level_derivatives(name, fn):
     np.testing.assert_allclose(forward[0][2, 1], finite, rtol=1e-7)
     hessian = jax.jit(jax.hessian(fn))(x, y)
     assert hessian.shape == x.shape * 2 and np.all(np.isfinite(hessian))
+
+
+BATCH_CALLABLES = [
+    ("SoftFBetaLoss", bcejax.losses.SoftFBetaLoss()),
+    ("SoftFBetaLoss_macro", bcejax.losses.SoftFBetaLoss(beta=2.0, average="macro")),
+    ("LovaszHinge_batch", bcejax.losses.LovaszHinge(per_image=False)),
+]
+batch_callable_ids = [name for name, _ in BATCH_CALLABLES]
+
+
+@pytest.mark.parametrize("name, loss_fn", BATCH_CALLABLES, ids=batch_callable_ids)
+def test_batch_callable_where_equals_slicing_jit_and_grad(name, loss_fn):
+    preds, labels = make_examples("image")
+    mask = np.array([True, False, True, True, False, True])
+    where = np.broadcast_to(mask.reshape(-1, *[1] * (preds.ndim - 1)), preds.shape)
+    np.testing.assert_allclose(
+        loss_fn(preds, labels, where=where), loss_fn(preds[mask], labels[mask]), rtol=1e-6
+    )
+    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
+    assert value.shape == ()
+    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
+    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_every_callable_is_in_a_registry():
+    """Adding a callable means adding its line here, which runs it through the suite."""
+    registered = {type(fn) for _, fn, _ in CALLABLES + PER_EXAMPLE_CALLABLES}
+    registered |= {type(fn) for _, fn in BATCH_CALLABLES}
+    registered |= {
+        type(term)
+        for _, fn, _ in CALLABLES + PER_EXAMPLE_CALLABLES
+        if isinstance(fn, bcejax.losses.SumOfLosses)
+        for _, term in fn.terms
+    }
+    public = {
+        getattr(bcejax.losses, name)
+        for name in bcejax.losses.__all__
+        if isinstance(getattr(bcejax.losses, name), type)
+        and issubclass(getattr(bcejax.losses, name), bcejax.losses.Loss)
+    }
+    assert public - {bcejax.losses.Loss} <= registered | {bcejax.losses.SumOfLosses}
+    for cls in public:
+        assert "__call__" not in vars(cls) or cls is bcejax.losses.Loss
+        if isinstance(cls.level, property):  # chosen by the config (LovaszHinge's per_image)
+            continue
+        assert cls.level in bcejax.losses.LEVELS or cls is bcejax.losses.SumOfLosses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,13 +63,11 @@ def test_accumulates_in_float32_and_returns_input_dtype(dtype):
     assert float(out) == 1 << 12
 
 
-def _mesh():
-    return jax.make_mesh((4,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
 def _sharded(fn, n_args):
     return jax.jit(
-        jax.shard_map(fn, mesh=_mesh(), in_specs=(P("d"),) * n_args, out_specs=P(), check_vma=True)
+        jax.shard_map(
+            fn, mesh=helpers.mesh(), in_specs=(P("d"),) * n_args, out_specs=P(), check_vma=True
+        )
     )
 
 
@@ -136,7 +135,7 @@ def test_gradient_inside_shard_map(check_vma):
     inside = jax.jit(
         jax.shard_map(
             grad_inside,
-            mesh=_mesh(),
+            mesh=helpers.mesh(),
             in_specs=(P("d"), P("d")),
             out_specs=P("d"),
             check_vma=check_vma,
@@ -145,7 +144,7 @@ def test_gradient_inside_shard_map(check_vma):
     outside = jax.grad(
         jax.shard_map(
             local_mean,
-            mesh=_mesh(),
+            mesh=helpers.mesh(),
             in_specs=(P("d"), P("d")),
             out_specs=P(),
             check_vma=check_vma,

@@ -9,12 +9,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +20,6 @@ from jax.sharding import PartitionSpec as P
 
 import bcejax
 
-ROOT = Path(__file__).resolve().parents[1]
 B, D = 16, 8
 
 
@@ -52,18 +48,12 @@ def dense(x, y, t, b):
     return bcejax.sigmoid_contrastive_loss(x, y, logit_scale=t, logit_bias=b)
 
 
-def ring_mesh(n):
-    return jax.make_mesh(
-        (n,), ("d",), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,)
-    )
-
-
 def ring(n):
     def loss(x, y, t, b):
         return bcejax.sigmoid_contrastive_loss(x, y, logit_scale=t, logit_bias=b, axis_name="d")
 
     return jax.shard_map(
-        loss, mesh=ring_mesh(n), in_specs=(P("d"), P("d"), P(), P()), out_specs=P()
+        loss, mesh=helpers.mesh(n), in_specs=(P("d"), P("d"), P(), P()), out_specs=P()
     )
 
 
@@ -133,13 +123,7 @@ def test_ring_of_eight_devices_in_a_subprocess():
         print("ok", jax.device_count())
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "ok 8"
+    helpers.run_on_devices(script, 8)
 
 
 def test_bad_shapes():

@@ -18,6 +18,7 @@ import functools
 import itertools
 import pickle
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,10 +45,6 @@ def _f64(value):
     return np.asarray(value, np.float64)
 
 
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
 def _softplus(x):
     return np.logaddexp(0.0, x)
 
@@ -61,7 +58,7 @@ def _images(preds, labels, where):
 
 def _soft_counts(pred, y, from_logits):
     """(TP, FP, FN) of one image; ``1 - p`` is ``sigmoid(-x)`` from logits."""
-    p, not_p = (_sigmoid(pred), _sigmoid(-pred)) if from_logits else (pred, 1 - pred)
+    p, not_p = (helpers.sigmoid(pred), helpers.sigmoid(-pred)) if from_logits else (pred, 1 - pred)
     return np.sum(p * y), np.sum(p * (1 - y)), np.sum(not_p * y)
 
 
@@ -179,7 +176,7 @@ def random_inputs(shape, dtype, *, from_logits=True, seed=0):
     """Predictions, labels (half hard, half soft) and a mask with one fully masked image."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(0.0, 2.0, shape)
-    preds = logits if from_logits else _sigmoid(logits)
+    preds = logits if from_logits else helpers.sigmoid(logits)
     hard = rng.integers(0, 2, shape).astype(np.float64)
     labels = np.where(rng.uniform(size=shape) < 0.5, hard, rng.uniform(size=shape))
     mask = rng.uniform(size=shape) < 0.7
@@ -197,15 +194,7 @@ def hard_inputs(shape, dtype, *, seed=0):
     return logits.astype(dtype), labels.astype(dtype)
 
 
-def assert_close(got, want, dtype, *, rtol=None, atol=None):
-    got = np.asarray(got)
-    assert got.dtype == dtype
-    np.testing.assert_allclose(
-        got.astype(np.float64),
-        want,
-        rtol=RTOL[dtype] if rtol is None else rtol,
-        atol=TINY[dtype] if atol is None else atol,
-    )
+assert_close = functools.partial(helpers.assert_close, rtol=RTOL, atol=TINY)
 
 
 def _finite(tree):
@@ -574,7 +563,7 @@ def test_perfect_prediction_keeps_relative_accuracy(name, from_logits, smooth):
     labels[:, 0, 0] = 1.0  # every image has foreground
     margin = rng.uniform(10.0, 14.0, labels.shape)
     logits = margin * (2 * labels - 1)
-    preds = (logits if from_logits else _sigmoid(logits)).astype(np.float32)
+    preds = (logits if from_logits else helpers.sigmoid(logits)).astype(np.float32)
     got = fn(preds, labels, smooth=smooth, from_logits=from_logits)
     want = ref(preds, labels, smooth=smooth, from_logits=from_logits)
     assert np.all(want < 1e-3)
@@ -672,7 +661,7 @@ def test_gradient_matches_central_differences(name, from_logits, masked):
     fn, config = FD_CASES[name]
     rng = np.random.default_rng(12)
     logits = rng.normal(0.0, 1.5, SHAPE)
-    preds = logits if from_logits else _sigmoid(logits)
+    preds = logits if from_logits else helpers.sigmoid(logits)
     labels = rng.uniform(0.05, 0.95, SHAPE)
     mask = rng.uniform(size=SHAPE) < 0.7 if masked else None
     cotangent = rng.uniform(0.5, 1.5, SHAPE[:1])
@@ -829,7 +818,7 @@ OVERLAP_CALLABLES = [
     (losses.LovaszHinge(), bcejax.lovasz_hinge),
     (
         losses.DiceLoss(from_logits=False),
-        lambda x, y, **k: bcejax.dice_loss(_sigmoid(x), y, from_logits=False, **k),
+        lambda x, y, **k: bcejax.dice_loss(helpers.sigmoid(x), y, from_logits=False, **k),
     ),
 ]
 OVERLAP_IDS = ["dice", "jaccard", "tversky", "lovasz", "dice_probs"]
@@ -841,7 +830,7 @@ def _with(loss_fn, **changes):
 
 
 def _preds_for(loss_fn):
-    return _sigmoid(B_PREDS) if not loss_fn.from_logits else B_PREDS
+    return helpers.sigmoid(B_PREDS) if not loss_fn.from_logits else B_PREDS
 
 
 @pytest.mark.parametrize("loss_fn, functional", OVERLAP_CALLABLES, ids=OVERLAP_IDS)
@@ -1016,7 +1005,7 @@ def test_callable_pickle_and_jit_argument(loss_fn):
     assert hash(restored) == hash(loss_fn)
     assert repr(restored) == repr(loss_fn)
     probs = getattr(loss_fn, "from_logits", True) is False
-    x = _sigmoid(B_PREDS) if probs else B_PREDS
+    x = helpers.sigmoid(B_PREDS) if probs else B_PREDS
     eager = loss_fn(x, B_LABELS, where=B_MASK)
     jitted = jax.jit(lambda f, x, y, m: f(x, y, where=m))(restored, x, B_LABELS, B_MASK)
     np.testing.assert_allclose(jitted, eager, rtol=1e-13)
@@ -1034,10 +1023,6 @@ def test_callable_config_is_a_differentiable_leaf():
 
     want = jax.grad(functional, argnums=(0, 1, 2))(0.3, 0.7, 0.5)
     np.testing.assert_allclose([grads.alpha, grads.beta, grads.smooth], want, rtol=1e-12)
-
-
-def _mesh():
-    return jax.make_mesh((4,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def test_callables_in_shard_map_are_the_global_mean():
@@ -1061,7 +1046,7 @@ def test_callables_in_shard_map_are_the_global_mean():
     sharded = jax.jit(
         jax.shard_map(
             lambda *args: losses_of(*args, axis_name="d"),
-            mesh=_mesh(),
+            mesh=helpers.mesh(),
             in_specs=(P("d"),) * 4,
             out_specs=(P(), P(), P()),
         )

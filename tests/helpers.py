@@ -1,0 +1,67 @@
+"""What the test files share: float64 references, tolerances, central differences, meshes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def sigmoid(x):
+    """The logistic function in float64, without overflow."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(x, np.float64)))
+
+
+def assert_close(got, want, dtype, *, rtol, atol, err_msg=""):
+    """``got`` has ``dtype`` and is close to the float64 ``want``.
+
+    ``rtol`` and ``atol`` are numbers or dicts from dtype to number; a test file
+    binds its own tables with ``functools.partial`` and a call may override them.
+    """
+    got = np.asarray(got)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(
+        got.astype(np.float64),
+        want,
+        rtol=rtol[dtype] if isinstance(rtol, dict) else rtol,
+        atol=atol[dtype] if isinstance(atol, dict) else atol,
+        err_msg=err_msg,
+    )
+
+
+def central_difference(f, value, h=1e-6):
+    """(f(v + h e_i) - f(v - h e_i)) / 2h for every element i, in one vectorized call."""
+    value = np.asarray(value, np.float64)
+    steps = h * np.eye(value.size).reshape(value.size, *value.shape)
+    values = jax.jit(jax.vmap(f))(np.concatenate([value + steps, value - steps]))
+    plus, minus = np.split(np.asarray(values, np.float64), 2)
+    return ((plus - minus) / (2 * h)).reshape(value.shape)
+
+
+def mesh(devices: int = 4, name: str = "d") -> jax.sharding.Mesh:
+    """A 1-D mesh over the first ``devices`` simulated CPU devices (tests/conftest.py)."""
+    return jax.make_mesh(
+        (devices,),
+        (name,),
+        devices=jax.devices()[:devices],
+        axis_types=(jax.sharding.AxisType.Auto,),
+    )
+
+
+def run_on_devices(script: str, devices: int) -> None:
+    """Runs ``script`` (Python) in a new process with ``devices`` simulated CPU devices.
+
+    The test modules are importable there; the script prints ``ok <device count>``
+    at its end, which is checked.
+    """
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"ok {devices}"
