@@ -24,7 +24,11 @@ from bcejax.multiclass import (
     softmax_focal_loss,
 )
 from bcejax.reduction import reduce_loss
-from bcejax.scale import sigmoid_binary_cross_entropy_with_linear, sigmoid_contrastive_loss
+from bcejax.scale import (
+    sigmoid_binary_cross_entropy_with_linear,
+    sigmoid_contrastive_loss,
+    softmax_cross_entropy_with_linear,
+)
 from bcejax.segmentation import (
     dice_loss,
     jaccard_loss,
@@ -72,6 +76,7 @@ __all__ = [
     "soft_fbeta_loss",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
+    "softmax_cross_entropy_with_linear",
     "softmax_focal_loss",
     "tversky_loss",
 ]

@@ -5,6 +5,10 @@ classifier head ``features @ weight + bias`` with its BCE and never forms the
 ``batch x labels`` logits: it works through the labels a chunk at a time and
 recomputes each chunk's logits for the derivative.
 
+:func:`softmax_cross_entropy_with_linear` does the same for a language
+model's output layer and its cross-entropy: an online log-sum-exp over
+vocabulary chunks, without the ``tokens x vocabulary`` logits.
+
 :func:`sigmoid_contrastive_loss` is the SigLIP loss of an image-text batch;
 with ``axis_name`` inside ``shard_map`` the embeddings stay sharded and the
 text blocks travel around the device ring, so no device ever holds more than
@@ -13,11 +17,14 @@ its local ``batch x batch`` block of logits.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import _common, binary, checks
+from bcejax import _common, _linear_head, binary, checks
 
 
 def _pair_losses(x, y, logit_scale, logit_bias, positive_diagonal: bool):
@@ -96,8 +103,17 @@ def sigmoid_contrastive_loss(
     return (total / (x.shape[0] * devices)).astype(dtype)
 
 
-def _check_head(features, weight, bias, labels, positive_indices, pos_weight, reduction):
-    """Checked operands; the labels as ``("dense", y)`` or ``("indices", i)``."""
+def _axis_names(axis_name) -> tuple[Hashable, ...] | None:
+    if axis_name is None:
+        return None
+    return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+
+
+def _check_head(features, weight, bias, labels, positive_indices, pos_weight, reduction, total):
+    """Checked operands; the labels as ``("dense", y)`` or ``("indices", i)``.
+
+    ``total`` is the number of labels across the devices (``weight`` holds a slice of them).
+    """
     f = checks.check_float(features, "features")
     w = checks.check_float(weight, "weight")
     if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
@@ -136,7 +152,7 @@ def _check_head(features, weight, bias, labels, positive_indices, pos_weight, re
         raise ValueError(
             f"positive_indices must have shape ({batch}, k), padded with -1, got {indices.shape}"
         )
-    indices = checks.check_class_indices(indices, num_labels, -1, "positive_indices")
+    indices = checks.check_class_indices(indices, total, -1, "positive_indices")
     return f, w, b, ("indices", indices)
 
 
@@ -150,6 +166,7 @@ def sigmoid_binary_cross_entropy_with_linear(
     pos_weight: ArrayLike | None = None,
     reduction: str = "mean",
     chunk_size: int = 4096,
+    axis_name: Hashable | tuple[Hashable, ...] | None = None,
 ) -> jax.Array:
     r"""BCE of the logits ``features @ weight + bias``, without forming them.
 
@@ -172,6 +189,15 @@ def sigmoid_binary_cross_entropy_with_linear(
     -1 (every other label is negative), so no ``batch x labels`` array exists
     at all.
 
+    With ``axis_name`` (inside ``shard_map`` over that axis) the labels axis
+    is sharded: ``weight``, ``bias``, dense ``labels`` and a per-label
+    ``pos_weight`` are this device's consecutive slice of the labels (device
+    ``i`` of the axis holds slice ``i``), ``features`` and
+    ``positive_indices`` (global label indices) are the same on every device.
+    The sums are combined across the axis (``psum``), so the result, the same
+    on every device, is the loss of all the labels and ``"mean"`` divides by
+    ``batch`` times their total number.
+
     Args:
       features: ``(batch, dim)``, float.
       weight: ``(dim, labels)``, float.
@@ -181,13 +207,17 @@ def sigmoid_binary_cross_entropy_with_linear(
       pos_weight: None, a scalar or one per label, ``>= 0``.
       reduction: ``"mean"`` or ``"sum"``.
       chunk_size: labels per chunk (static).
+      axis_name: the mapped axis the labels are sharded over, or None.
 
     Returns:
       The reduced loss, a scalar in the dtype of ``features @ weight`` (float32
       at least inside).
     """
+    axes = _axis_names(axis_name)
+    shards = 1 if axes is None else jax.lax.axis_size(axes)
+    total_labels = jnp.shape(weight)[-1] * shards
     f, w, b, (kind, y) = _check_head(
-        features, weight, bias, labels, positive_indices, pos_weight, reduction
+        features, weight, bias, labels, positive_indices, pos_weight, reduction, total_labels
     )
     batch, num_labels = f.shape[0], w.shape[1]
     dtype = jnp.promote_types(f.dtype, w.dtype)
@@ -196,6 +226,7 @@ def sigmoid_binary_cross_entropy_with_linear(
     pw = None if pos_weight is None else jnp.asarray(pos_weight, compute)
     chunk = min(int(chunk_size), num_labels)
     chunks = -(-num_labels // chunk)
+    offset = 0 if axes is None else jax.lax.axis_index(axes) * num_labels
 
     def step(total, c):
         # The last chunk ends at the last label; columns an earlier chunk took add 0.
@@ -206,7 +237,7 @@ def sigmoid_binary_cross_entropy_with_linear(
         if kind == "dense":
             y_chunk = jax.lax.dynamic_slice_in_dim(y, start, chunk, 1)
         else:
-            y_chunk = jnp.any(y[:, :, None] == columns, axis=1)
+            y_chunk = jnp.any(y[:, :, None] == offset + columns, axis=1)
         pw_chunk = (
             pw if pw is None or pw.ndim == 0 else jax.lax.dynamic_slice_in_dim(pw, start, chunk)
         )
@@ -214,11 +245,190 @@ def sigmoid_binary_cross_entropy_with_linear(
         loss = jnp.where(columns >= c * chunk, loss, 0)
         return total + jnp.sum(loss), None
 
-    init = jnp.zeros((), compute)
+    init = _linear_head.varying(jnp.zeros((), compute), axes)
     total, _ = jax.lax.scan(jax.checkpoint(step, prevent_cse=False), init, jnp.arange(chunks))
+    if axes is not None:
+        total = jax.lax.psum(total, axes)
     if reduction == "mean":
-        total = total / (batch * num_labels)
+        total = total / (batch * total_labels)
     return total.astype(dtype)
 
 
-__all__ = ["sigmoid_binary_cross_entropy_with_linear", "sigmoid_contrastive_loss"]
+def _check_softmax_head(
+    features, weight, bias, labels, *, reduction, chunk_size, label_smoothing, z_loss, logit_softcap
+):
+    """The softmax head's checked features, weight, bias (or None) and labels; checks the rest."""
+    f = checks.check_float(features, "features")
+    w = checks.check_float(weight, "weight")
+    if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
+        raise ValueError(
+            f"features (tokens, dim) and weight (dim, vocabulary) must share dim, got "
+            f"{f.shape} and {w.shape}; flatten a (batch, sequence, dim) batch with "
+            "features.reshape(-1, dim)"
+        )
+    tokens, vocabulary = f.shape[0], w.shape[1]
+    b = None
+    if bias is not None:
+        b = checks.check_float(bias, "bias")
+        if b.shape != (vocabulary,):
+            raise ValueError(
+                f"bias must have shape ({vocabulary},), one per vocabulary entry, got {b.shape}"
+            )
+    y = checks.check_integer(labels, "labels", "pass token ids (class indices)")
+    if y.shape != (tokens,):
+        raise ValueError(
+            f"labels must have shape ({tokens},), one token id per row of features, got {y.shape}"
+        )
+    checks.check_reduction(reduction)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
+        raise TypeError(f"chunk_size must be an int, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_nonnegative(z_loss, "z_loss")
+    if logit_softcap is not None and not isinstance(logit_softcap, jax.core.Tracer):
+        cap = np.asarray(logit_softcap, np.float64)
+        if cap.shape != () or not cap > 0:
+            raise ValueError(
+                f"logit_softcap must be a scalar > 0 (or None for no cap), got {cap.tolist()}"
+            )
+    return f, w, b, y
+
+
+def softmax_cross_entropy_with_linear(
+    features: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    labels: ArrayLike,
+    *,
+    ignore_index: int | None = -100,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    logit_softcap: ArrayLike | None = None,
+    reduction: str = "mean",
+    chunk_size: int = 1024,
+    axis_name: Hashable | tuple[Hashable, ...] | None = None,
+) -> jax.Array:
+    r"""Softmax cross-entropy of the logits ``features @ weight + bias``, without forming them.
+
+    The output layer of a language model and its loss in one op. With
+    ``z = F W + b`` (``b = 0`` when ``bias`` is None), the logits are
+    ``x = z``, or ``x = c \tanh(z / c)`` with ``c = logit_softcap``; per token
+    ``i`` with target ``t_i``, over a vocabulary of ``V`` entries,
+
+    .. math::
+        \mathrm{lse}_i = \log \sum_{v} e^{x_{iv}}, \qquad
+        \ell_i = (1 - a)(\mathrm{lse}_i - x_{i t_i})
+               + \frac{a}{V} \sum_v (\mathrm{lse}_i - x_{iv})
+               + \zeta\, \mathrm{lse}_i^2
+
+    with ``a = label_smoothing`` and ``zeta = z_loss``; a token labelled
+    ``ignore_index`` has loss 0 and no gradient. Without ``z_loss`` and
+    ``logit_softcap`` this is
+    ``CategoricalCrossEntropy(label_smoothing=a, ignore_index=...)`` (PyTorch
+    ``CrossEntropyLoss``) on the materialized logits; ``"mean"`` divides by
+    the number of tokens not ignored (0, with a zero gradient, when all are),
+    ``"sum"`` sums, ``"none"`` returns ``l_i`` so sequences can be weighted.
+
+    The vocabulary is processed ``chunk_size`` entries at a time: an online
+    log-sum-exp keeps each token's running maximum and sum of exponentials
+    (the last chunk ends at the last entry and masks what an earlier chunk
+    took, so nothing is padded), and the derivative, a hand-written reverse-
+    mode rule, recomputes each chunk's logits and multiplies its logit
+    gradient ``(1 + 2 zeta lse) softmax(x) - (1 - a) onehot(t) - a / V``
+    into the gradients of ``features``, ``weight`` and ``bias``. No array of
+    more than ``tokens x chunk_size`` entries is formed besides the operands
+    and their gradients (on XLA:CPU, a half-precision weight is also sliced
+    through an integer view of it, a copy of its size). Half-precision inputs
+    are multiplied and accumulated in float32. Reverse mode only (``grad``,
+    ``vjp``); ``label_smoothing``, ``z_loss`` and ``logit_softcap`` may be
+    traced and differentiated.
+
+    With ``axis_name`` (inside ``shard_map`` over that axis) the vocabulary
+    is sharded, as in tensor-parallel training: ``weight`` ``(dim, V / n)``
+    and ``bias`` are this device's consecutive slice of the vocabulary
+    (device ``i`` of the axis holds slice ``i``), ``features`` and ``labels``
+    (global token ids) are the same on every device. The per-token maximum,
+    sum of exponentials, target logit and sum of logits are combined across
+    the axis (``pmax``, ``psum``), so the loss, the same on every device, is
+    that of the whole vocabulary, and the gradients are those of the local
+    slices (``features``' summed across the axis).
+
+    Args:
+      features: ``(tokens, dim)``, float (the last hidden states, flattened).
+      weight: ``(dim, vocabulary)``, float.
+      bias: ``(vocabulary,)``, float, or None.
+      labels: ``(tokens,)`` integer token ids in ``[0, V)`` or ``ignore_index``
+        (checked eagerly and under :func:`bcejax.checked`; in a plain ``jit``
+        an out-of-range label gives a NaN loss).
+      ignore_index: the label of tokens to skip (padding), or None.
+      label_smoothing: ``a`` in ``[0, 1)``, spread uniformly over the vocabulary.
+      z_loss: ``zeta >= 0``, the coefficient of ``lse^2`` (PaLM uses 1e-4).
+      logit_softcap: ``c > 0`` or None (Gemma 2 uses 30).
+      reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+      chunk_size: vocabulary entries per chunk (static); memory grows with
+        ``tokens * chunk_size``.
+      axis_name: the mapped axis the vocabulary is sharded over, or None.
+
+    Returns:
+      The loss: a scalar, or ``(tokens,)`` with ``"none"``, in the dtype of
+      ``features @ weight``.
+
+    References:
+      Wijmans et al., Cut Your Losses in Large-Vocabulary Language Models,
+      2024, https://arxiv.org/abs/2411.09009 (the chunked loss and gradient).
+      Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022,
+      https://arxiv.org/abs/2204.02311 (the z-loss).
+      Gemma Team, Gemma 2: Improving Open Language Models at a Practical
+      Size, 2024, https://arxiv.org/abs/2408.00118 (the logit soft-cap).
+    """
+    f, w, b, y = _check_softmax_head(
+        features,
+        weight,
+        bias,
+        labels,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+    )
+    axes = _axis_names(axis_name)
+    vocabulary = w.shape[1]
+    num_classes = vocabulary * (1 if axes is None else jax.lax.axis_size(axes))
+    y = checks.check_class_indices(y, num_classes, ignore_index)
+    dtype = jnp.promote_types(f.dtype, w.dtype)
+    compute = _common.compute_dtype(dtype)
+    config = _linear_head.HeadConfig(
+        chunk=min(int(chunk_size), vocabulary),
+        num_classes=num_classes,
+        ignore_index=None if ignore_index is None else int(ignore_index),
+        smoothing=not _common.known_zero(label_smoothing),
+        softcap=logit_softcap is not None,
+        softcap_grad=isinstance(logit_softcap, jax.core.Tracer),
+        axis_name=axes,
+    )
+    loss = _linear_head.token_losses(
+        config,
+        f.astype(compute),
+        w,  # cast a chunk at a time: no float32 copy of a half-precision weight
+        jnp.zeros(vocabulary, compute) if b is None else b.astype(compute),
+        y,
+        jnp.asarray(label_smoothing, compute),
+        jnp.asarray(z_loss, compute),
+        jnp.asarray(1 if logit_softcap is None else logit_softcap, compute),
+    )
+    if reduction == "none":
+        return loss.astype(dtype)
+    total = jnp.sum(loss)
+    if reduction == "mean":
+        kept = jnp.ones(y.shape, bool) if ignore_index is None else y != ignore_index
+        total = _common.safe_divide(total, jnp.sum(kept, dtype=compute))
+    return total.astype(dtype)
+
+
+__all__ = [
+    "sigmoid_binary_cross_entropy_with_linear",
+    "sigmoid_contrastive_loss",
+    "softmax_cross_entropy_with_linear",
+]
