@@ -37,6 +37,7 @@ def _pair_losses(x, y, logit_scale, logit_bias, positive_diagonal: bool):
     return jnp.sum(binary.sigmoid_binary_cross_entropy(logits, labels))
 
 
+@checks.compiled_when_eager
 def sigmoid_contrastive_loss(
     x_emb: ArrayLike,
     y_emb: ArrayLike,
@@ -156,6 +157,7 @@ def _check_head(features, weight, bias, labels, positive_indices, pos_weight, re
     return f, w, b, ("indices", indices)
 
 
+@checks.compiled_when_eager
 def sigmoid_binary_cross_entropy_with_linear(
     features: ArrayLike,
     weight: ArrayLike,
@@ -295,6 +297,7 @@ def _check_softmax_head(
     return f, w, b, y
 
 
+@checks.compiled_when_eager
 def softmax_cross_entropy_with_linear(
     features: ArrayLike,
     weight: ArrayLike,

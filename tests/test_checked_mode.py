@@ -11,6 +11,7 @@ catch nothing).
 from __future__ import annotations
 
 import collections
+import inspect
 import re
 from unittest import mock
 
@@ -249,3 +250,19 @@ def test_an_eager_call_is_one_compiled_program():
     # a failed check runs the loss again op by op, which names the cause
     with pytest.raises(bcejax.InvalidInputError, match="labels up to 255 look like an 8-bit mask"):
         bcejax.sigmoid_focal_loss(x, 255 * y, gamma=1.5)
+
+
+# Every public function but the reduction, the checked mode and the weighting helpers.
+NOT_LOSSES = {"reduce_loss", "checked", "smooth_binary_labels", "pos_weight_from_labels"}
+NOT_LOSSES |= {"inverse_frequency_weights", "class_balanced_weights"}
+LOSS_FUNCTIONS = [
+    name
+    for name in bcejax.__all__
+    if inspect.isfunction(getattr(bcejax, name)) and name not in NOT_LOSSES
+]
+
+
+@pytest.mark.parametrize("name", LOSS_FUNCTIONS)
+def test_every_loss_function_is_compiled_when_called_eagerly(name):
+    wrapper_code = checks.compiled_when_eager(lambda: None).__code__
+    assert getattr(bcejax, name).__code__ is wrapper_code
