@@ -124,7 +124,10 @@ def test_resume_skips_an_unreadable_checkpoint(tmp_path, spam_quick, how):
     assert len(skipped) == 1, result.stdout
     assert re.fullmatch(r"skipped the checkpoint after epoch 3 \(.+/3\): \w+: .+", skipped[0])
     assert "resumed from the checkpoint after epoch 2" in result.stdout
-    assert "epoch   3:" in result.stdout and "Traceback" not in result.stderr
+    assert "epoch   3:" in result.stdout
+    # No traceback from the examples or bcejax. (After a truncated data file, orbax's
+    # reads still in flight may print asyncio's "Event loop is closed" from its threads.)
+    assert not re.search(r'File "[^"]*/(examples|bcejax)/', result.stderr), result.stderr
     # epoch 3 ran again from the good checkpoint: the uninterrupted run's results
     want, got = read_metrics(whole), read_metrics(out)
     assert got["test"] == pytest.approx(want["test"], rel=1e-6)
