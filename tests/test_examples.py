@@ -27,15 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER_KEYS = {"roc_auc", "average_precision", "f1", "log_loss", "ece"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache for the examples this module runs."""
-    cache = tmp_path_factory.getbasetemp() / "xla-cache"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        yield
+pytestmark = pytest.mark.usefixtures("examples_compile_cache")
 
 
 def run_example(name: str, out: Path, *args: str, devices: int = 1, check: bool = True):

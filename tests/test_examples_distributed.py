@@ -20,22 +20,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("examples_compile_cache")]
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAM = ROOT / "examples" / "spam.py"
 TIMEOUT = 180  # seconds for one run; a run takes about 30 on 2 cores
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """The persistent XLA compilation cache of ``test_examples.py`` (process 0 writes to it)."""
-    cache = tmp_path_factory.getbasetemp() / "xla-cache"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        yield
 
 
 def environment(devices: int) -> dict[str, str]:
