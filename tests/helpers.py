@@ -1,14 +1,17 @@
-"""What the test files share: float64 references, tolerances, central differences, meshes."""
+"""What the test files share: the float64 sigmoid, tolerances, central differences, meshes."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 
 def sigmoid(x):
@@ -50,6 +53,28 @@ def mesh(devices: int = 4, name: str = "d") -> jax.sharding.Mesh:
         devices=jax.devices()[:devices],
         axis_types=(jax.sharding.AxisType.Auto,),
     )
+
+
+def sharded_grad(fn, check_vma=True):
+    """The gradient of ``fn`` in its first argument, taken inside a jitted shard_map over
+    ``mesh()``: every argument and the gradient split along ``d``."""
+    return jax.jit(
+        jax.shard_map(
+            jax.grad(fn), mesh=mesh(), in_specs=P("d"), out_specs=P("d"), check_vma=check_vma
+        )
+    )
+
+
+def quiet(fn):
+    """``fn`` with its warnings silenced (scikit-learn warns on undefined metrics)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def run_on_devices(script: str, devices: int) -> None:

@@ -353,18 +353,10 @@ def test_ohem_shard_map_gradient_inside_is_exact(top_k):
     # All of the top entries on one device: the rows of the last shard are largest.
     loss = LOSS + np.repeat([0, 0, 0, 10], 4)[:, None]
 
-    def grad_inside(v, m):
-        return jax.grad(lambda v: ohem_reduce(v, top_k=top_k, where=m, axis_name="d"))(v)
+    def local(v, m):
+        return ohem_reduce(v, top_k=top_k, where=m, axis_name="d")
 
-    inside = jax.jit(
-        jax.shard_map(
-            grad_inside,
-            mesh=helpers.mesh(),
-            in_specs=(P("d"), P("d")),
-            out_specs=P("d"),
-            check_vma=True,
-        )
-    )(loss, MASK)
+    inside = helpers.sharded_grad(local)(loss, MASK)
     expected = _grad(lambda v: ohem_reduce(v, top_k=top_k, where=MASK))(loss)
     np.testing.assert_allclose(inside, expected, rtol=1e-12)
     assert expected.sum() == pytest.approx(1)

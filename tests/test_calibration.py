@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import functools
-import warnings
 
 import helpers
 import jax
 import numpy as np
 import pytest
+from references import kept
 from sklearn import metrics as skm
 from sklearn.calibration import _sigmoid_calibration
 
@@ -114,24 +114,7 @@ def ref_platt(scores, labels):
     return ab
 
 
-def kept(scores, labels, sample_weight=None, where=None):
-    scores = np.asarray(scores, np.float64)
-    keep = np.ones(scores.shape, bool) if where is None else np.broadcast_to(where, scores.shape)
-    w = None if sample_weight is None else np.broadcast_to(sample_weight, scores.shape)[keep]
-    return scores[keep], np.asarray(labels, np.float64)[keep], w
-
-
-def _quiet(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_quiet
+@helpers.quiet
 def sklearn_threshold_metric(metric, s, y, w, threshold):
     """f1, youden (tpr - fpr) or mcc of predictions s >= threshold, by scikit-learn."""
     y, pred = y.astype(np.int64), (s >= threshold).astype(np.int64)

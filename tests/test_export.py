@@ -113,6 +113,11 @@ def _callable_programs():
     return programs
 
 
+def _all_of(*fns):
+    """One jitted program of every ``fn(scores, labels)``, as a tuple."""
+    return jax.jit(lambda s, y: tuple(fn(s, y) for fn in fns))
+
+
 def _other_programs():
     scores = X.ravel()
     labels = Y.ravel()
@@ -150,26 +155,24 @@ def _other_programs():
             (X, Y),
         ),
         "metrics": (
-            jax.jit(
+            _all_of(
+                bcejax.metrics.roc_auc,
+                bcejax.metrics.average_precision,
+                lambda s, y: bcejax.metrics.f1_score(s, y, threshold=0.0),
+                lambda s, y: bcejax.metrics.expected_calibration_error(jax.nn.sigmoid(s), y),
                 lambda s, y: (
-                    bcejax.metrics.roc_auc(s, y),
-                    bcejax.metrics.average_precision(s, y),
-                    bcejax.metrics.f1_score(s, y, threshold=0.0),
-                    bcejax.metrics.expected_calibration_error(jax.nn.sigmoid(s), y),
                     bcejax.metrics.StreamingBinaryMetrics.empty(from_logits=True)
                     .update(s, y)
-                    .compute(),
-                )
+                    .compute()
+                ),
             ),
             (scores, labels),
         ),
         "calibration": (
-            jax.jit(
-                lambda s, y: (
-                    bcejax.calibration.fit_temperature(s, y),
-                    bcejax.calibration.fit_platt(s, y),
-                    bcejax.calibration.best_threshold(s, y),
-                )
+            _all_of(
+                bcejax.calibration.fit_temperature,
+                bcejax.calibration.fit_platt,
+                bcejax.calibration.best_threshold,
             ),
             (scores, labels),
         ),

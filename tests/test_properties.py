@@ -60,11 +60,43 @@ def call(fn, config):
     return functools.partial(fn, **config)
 
 
+def jit_value_and_grad(loss_fn, preds, labels):
+    """The callable's value through jit as an argument, checked against the eager one,
+    and its gradient, checked finite."""
+    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
+    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
+    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
+    assert np.all(np.isfinite(grad))
+    return value, grad
+
+
+def assert_jit_equals_eager(f, preds, labels):
+    np.testing.assert_allclose(jax.jit(f)(preds, labels), f(preds, labels), rtol=1e-6)
+
+
+def assert_float64_stays_float64(fn, config, preds, labels):
+    """Float64 inputs give float64, float32 ones float32: a float32 config never promotes."""
+    config = {k: np.asarray(v, np.float32) for k, v in config.items()}
+    assert call(fn, config)(preds, labels).dtype == jnp.float64
+    assert call(fn, config)(preds.astype(np.float32), labels).dtype == jnp.float32
+
+
+def assert_half_close_to_float32(f, preds, labels, dtype, *, bfloat16_tol):
+    """``f`` in ``dtype`` is close to ``f`` of the same values in float32; its gradient
+    keeps ``dtype`` and is finite."""
+    half = jnp.asarray(preds, dtype)
+    out = f(half, labels)
+    assert out.dtype == dtype
+    reference = f(np.asarray(half, np.float32), labels)
+    tol = bfloat16_tol if dtype == jnp.bfloat16 else 2e-3
+    np.testing.assert_allclose(np.asarray(out, np.float32), reference, rtol=tol, atol=tol)
+    grad = jax.grad(lambda p: jnp.sum(f(p, labels)).astype(jnp.float32))(half)
+    assert grad.dtype == dtype and np.all(np.isfinite(np.asarray(grad, np.float32)))
+
+
 @pytest.mark.parametrize("name, fn, kind, config", LOSSES, ids=ids)
 def test_jit_equals_eager(name, fn, kind, config):
-    preds, labels = make_inputs(kind)
-    f = call(fn, config)
-    np.testing.assert_allclose(jax.jit(f)(preds, labels), f(preds, labels), rtol=1e-6)
+    assert_jit_equals_eager(call(fn, config), *make_inputs(kind))
 
 
 @pytest.mark.parametrize("name, fn, kind, config", LOSSES, ids=ids)
@@ -110,15 +142,7 @@ def test_half_precision_close_to_float32(name, fn, kind, config, dtype):
     preds, labels = make_inputs(kind)
     if kind == "probs":  # keep probabilities representable away from the clip band
         preds = np.clip(preds, 0.01, 0.99)
-    half = jnp.asarray(preds, dtype)
-    f = call(fn, config)
-    out = f(half, labels)
-    assert out.dtype == dtype
-    reference = f(np.asarray(half, np.float32), labels)
-    tol = 1e-2 if dtype == jnp.bfloat16 else 2e-3
-    np.testing.assert_allclose(np.asarray(out, np.float32), reference, rtol=tol, atol=tol)
-    grad = jax.grad(lambda p: jnp.sum(f(p, labels)).astype(jnp.float32))(half)
-    assert grad.dtype == dtype and np.all(np.isfinite(np.asarray(grad, np.float32)))
+    assert_half_close_to_float32(call(fn, config), preds, labels, dtype, bfloat16_tol=1e-2)
 
 
 @pytest.mark.parametrize("name, fn, kind, config", LOSSES, ids=ids)
@@ -142,10 +166,7 @@ def test_jacfwd_equals_jacrev(name, fn, kind, config):
 
 @pytest.mark.parametrize("name, fn, kind, config", LOSSES, ids=ids)
 def test_float64_stays_float64(name, fn, kind, config):
-    preds, labels = make_inputs(kind, dtype=np.float64)
-    config = {k: np.asarray(v, np.float32) for k, v in config.items()}  # config never promotes
-    assert call(fn, config)(preds, labels).dtype == jnp.float64
-    assert call(fn, config)(preds.astype(np.float32), labels).dtype == jnp.float32
+    assert_float64_stays_float64(fn, config, *make_inputs(kind, dtype=np.float64))
 
 
 @pytest.mark.parametrize("name, loss_fn, kind", CALLABLES, ids=callable_ids)
@@ -159,11 +180,7 @@ def test_callable_where_equals_slicing(name, loss_fn, kind):
 
 @pytest.mark.parametrize("name, loss_fn, kind", CALLABLES, ids=callable_ids)
 def test_callable_jit_and_grad(name, loss_fn, kind):
-    preds, labels = make_inputs(kind)
-    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
-    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
-    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
-    assert np.all(np.isfinite(grad))
+    jit_value_and_grad(loss_fn, *make_inputs(kind))
 
 
 @pytest.mark.parametrize("fn", [bcejax.sigmoid_binary_cross_entropy, bcejax.sigmoid_focal_loss])
@@ -252,13 +269,6 @@ def _batch_mask(kind, mask):
 
 
 @pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
-def test_per_example_jit_equals_eager(name, fn, kind, config):
-    preds, labels = make_examples(kind)
-    f = call(fn, config)
-    np.testing.assert_allclose(jax.jit(f)(preds, labels), f(preds, labels), rtol=1e-6)
-
-
-@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
 def test_per_example_shape_dtype_and_independence(name, fn, kind, config):
     preds, labels = make_examples(kind)
     out = call(fn, config)(preds, labels)
@@ -269,6 +279,11 @@ def test_per_example_shape_dtype_and_independence(name, fn, kind, config):
     np.testing.assert_allclose(call(fn, config)(preds[order], labels[order]), out[order], rtol=1e-6)
     single = np.stack([call(fn, config)(preds[i : i + 1], labels[i : i + 1])[0] for i in range(2)])
     np.testing.assert_allclose(out[:2], single, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_per_example_jit_equals_eager(name, fn, kind, config):
+    assert_jit_equals_eager(call(fn, config), *make_examples(kind))
 
 
 @pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
@@ -305,15 +320,7 @@ def test_per_example_half_precision_close_to_float32(name, fn, kind, config, dty
     preds, labels = make_examples(kind)
     if kind == "image_probs":
         preds = np.clip(preds, 0.01, 0.99)
-    half = jnp.asarray(preds, dtype)
-    f = call(fn, config)
-    out = f(half, labels)
-    assert out.dtype == dtype
-    reference = f(np.asarray(half, np.float32), labels)
-    tol = 2e-2 if dtype == jnp.bfloat16 else 2e-3
-    np.testing.assert_allclose(np.asarray(out, np.float32), reference, rtol=tol, atol=tol)
-    grad = jax.grad(lambda p: jnp.sum(f(p, labels)).astype(jnp.float32))(half)
-    assert grad.dtype == dtype and np.all(np.isfinite(np.asarray(grad, np.float32)))
+    assert_half_close_to_float32(call(fn, config), preds, labels, dtype, bfloat16_tol=2e-2)
 
 
 @pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
@@ -352,10 +359,7 @@ def test_per_example_derivatives(name, fn, kind, config):
 
 @pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
 def test_per_example_float64_stays_float64(name, fn, kind, config):
-    preds, labels = make_examples(kind, dtype=np.float64)
-    config = {k: np.asarray(v, np.float32) for k, v in config.items()}
-    assert call(fn, config)(preds, labels).dtype == jnp.float64
-    assert call(fn, config)(preds.astype(np.float32), labels).dtype == jnp.float32
+    assert_float64_stays_float64(fn, config, *make_examples(kind, dtype=np.float64))
 
 
 PER_EXAMPLE_CALLABLES = [
@@ -405,11 +409,8 @@ def test_per_example_callable_weight_equals_repeats(name, loss_fn, kind):
 
 @pytest.mark.parametrize("name, loss_fn, kind", PER_EXAMPLE_CALLABLES, ids=per_example_callable_ids)
 def test_per_example_callable_jit_and_grad(name, loss_fn, kind):
-    preds, labels = make_examples(kind)
-    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
-    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
-    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
-    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    _, grad = jit_value_and_grad(loss_fn, *make_examples(kind))
+    assert np.any(grad != 0)
 
 
 # ---------------------------------------------------------------------------
@@ -484,11 +485,9 @@ def test_batch_callable_where_equals_slicing_jit_and_grad(name, loss_fn):
     np.testing.assert_allclose(
         loss_fn(preds, labels, where=where), loss_fn(preds[mask], labels[mask]), rtol=1e-6
     )
-    value = jax.jit(lambda fn, p, y: fn(p, y))(loss_fn, preds, labels)
+    value, grad = jit_value_and_grad(loss_fn, preds, labels)
     assert value.shape == ()
-    np.testing.assert_allclose(value, loss_fn(preds, labels), rtol=1e-5)
-    grad = jax.grad(lambda p: loss_fn(p, labels))(preds)
-    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    assert np.any(grad != 0)
 
 
 def test_every_callable_is_in_a_registry():

@@ -129,18 +129,7 @@ def test_gradient_inside_shard_map(check_vma):
         loss = bcejax.sigmoid_binary_cross_entropy(x, y)
         return bcejax.reduce_loss(loss, axis_name="d")
 
-    def grad_inside(x, y):
-        return jax.grad(local_mean)(x, y)
-
-    inside = jax.jit(
-        jax.shard_map(
-            grad_inside,
-            mesh=helpers.mesh(),
-            in_specs=(P("d"), P("d")),
-            out_specs=P("d"),
-            check_vma=check_vma,
-        )
-    )(x, y)
+    inside = helpers.sharded_grad(local_mean, check_vma)(x, y)
     outside = jax.grad(
         jax.shard_map(
             local_mean,
