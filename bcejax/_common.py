@@ -38,13 +38,27 @@ def finish(total, like):
     return jnp.zeros_like(like) if total is None else jnp.broadcast_to(total, like.shape)
 
 
-def finite(x):
+def linear_tangent(like, *terms):
+    """The tangent ``sum(factor * tangent)`` over ``(factor, tangent)`` terms, shaped as ``like``.
+
+    Terms whose tangent is a symbolic zero (an input not differentiated) are
+    skipped, so an infinite factor there never turns into NaN.
+    """
+    total = None
+    for factor, tangent in terms:
+        if not is_symbolic_zero(tangent):
+            total = accumulate(total, factor * tangent)
+    return finish(total, like)
+
+
+def finite(x, big=None):
     """``x`` with ``+-inf`` replaced by the largest finite float of its sign.
 
     Two mins and two negations instead of one ``clip``: XLA:CPU does not fuse its
-    clamp into a reduction.
+    clamp into a reduction. ``big`` is that float (see ``apart`` for why it may
+    be an array).
     """
-    big = jnp.finfo(x.dtype).max
+    big = jnp.finfo(x.dtype).max if big is None else big
     return -jnp.minimum(-jnp.minimum(x, big), big)
 
 

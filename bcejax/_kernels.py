@@ -22,7 +22,6 @@ from bcejax._common import accumulate, apart, finish, finite, is_symbolic_zero, 
 from bcejax._primitives import (
     bce_slope,
     bce_terms,
-    bce_value,
     focal_factor,
     log_wrong_parts,
     modulate,
@@ -85,34 +84,46 @@ def _alpha_t(ys, ys_neg, alpha, balanced, one=1.0):
     return alpha * ys + (one - alpha) * ys_neg if balanced else one
 
 
-def _composed_focal(gamma_int, balanced, x, y, smoothing, weights, alpha, gamma):
+def _power(q, halves):
+    """``q ** (halves / 2)`` by multiplications and at most one square root."""
+    power = jax.lax.integer_pow(q, halves // 2)
+    return power * jnp.sqrt(q) if halves % 2 else power
+
+
+def _composed_focal(halves, balanced, x, y, smoothing, weights, alpha, gamma):
     ys, ys_neg = smooth_pair(y, smoothing)
     coef = weights * _alpha_t(ys, ys_neg, alpha, balanced)
     loss = bce_terms(x, coef * ys, coef * ys_neg)
-    if gamma_int is not None:
-        factor = jax.lax.integer_pow(prob_wrong(x, ys, ys_neg), gamma_int)
+    if halves is not None and halves % 2 == 0:
+        factor = jax.lax.integer_pow(prob_wrong(x, ys, ys_neg), halves // 2)
     else:
         factor = focal_factor(x, ys, ys_neg, gamma)
     return modulate(factor, loss)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def sigmoid_focal(gamma_int, balanced, x, y, smoothing, weights, alpha, gamma):
-    """``w alpha_t (1 - p_t)**gamma BCE(x, ys)``; ``gamma_int`` is gamma when a small int."""
+def sigmoid_focal(halves, balanced, x, y, smoothing, weights, alpha, gamma):
+    """``w alpha_t (1 - p_t)**gamma BCE(x, ys)``; ``halves`` is ``2 gamma`` when known and small.
+
+    A known gamma that is a multiple of 1/2 (2, 1.5, ...) raises ``1 - p_t`` to
+    its power by multiplications and a square root, not through ``exp`` and ``log``.
+    """
     ys, ys_neg = smooth_pair(y, smoothing)
     coef = weights * _alpha_t(ys, ys_neg, alpha, balanced)
-    # sigmoid(+-x) as 1 / (1 + exp(-+x)): exp overflows to inf and the ratio to 0, as it should.
-    exp_neg, exp_pos = jnp.exp(-x), jnp.exp(x)
-    q = ys_neg / (1 + exp_neg) + ys / (1 + exp_pos)
-    factor = jax.lax.integer_pow(q, gamma_int) if gamma_int is not None else q**gamma
+    # q = (ys_neg + ys exp(-x)) / (1 + exp(-x)), with exp(-x) capped at half the largest
+    # float so that the ratio is never inf / inf (the cap moves q by less than the
+    # smallest normal float). One exp serves q and, as min(exp(-x), exp(x)), the log1p.
+    exp_neg = jnp.minimum(jnp.exp(-x), jnp.finfo(x.dtype).max / 2)
+    q = (ys_neg + ys * exp_neg) / (1 + exp_neg)
+    factor = _power(q, halves) if halves is not None else q**gamma
     z = finite(x)
-    ce = jnp.maximum(ys_neg * z, -ys * z) + jnp.log1p(jnp.minimum(exp_neg, exp_pos))
+    ce = jnp.maximum(ys_neg * z, -ys * z) + jnp.log1p(jnp.minimum(exp_neg, 1 / exp_neg))
     return overflow_to_inf(factor * (coef * ce))
 
 
-def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
-    out = sigmoid_focal(gamma_int, balanced, *primals)
-    composed = functools.partial(_composed_focal, gamma_int, balanced)
+def _sigmoid_focal_jvp(halves, balanced, primals, tangents):
+    out = sigmoid_focal(halves, balanced, *primals)
+    composed = functools.partial(_composed_focal, halves, balanced)
     tangent = _other_tangents(composed, primals, tangents)
     if not is_symbolic_zero(tangents[0]):
         one = jnp.ones((), out.dtype)
@@ -120,25 +131,30 @@ def _sigmoid_focal_jvp(gamma_int, balanced, primals, tangents):
         zero = one - one
         ys, ys_neg = smooth_pair(y, smoothing, one)
         coef = weights * _alpha_t(ys, ys_neg, alpha, balanced, one)
-        if gamma_int is None:
-            e, den, log_q, dlog_q = log_wrong_parts(x, ys, ys_neg, one)
+        # A square root in this pass makes XLA:CPU split it (and store its parts), which
+        # costs more than the log-space form: odd halves take that form here.
+        if halves is None or halves % 2:
+            e, inv_den, log_q, dlog_q = log_wrong_parts(x, ys, ys_neg, one)
             factor = jnp.exp(jnp.where(gamma == zero, zero, gamma * log_q))
             dfactor = gamma * factor * dlog_q
         else:
             # q**n and n q**(n-1) dq/dx directly: both are finite, and no log is needed.
+            n = halves // 2
             e, _, _, num, den = wrong_parts(x, ys, ys_neg, one)
             inv_den = one / den
             q = num * inv_den
-            factor = jax.lax.integer_pow(q, gamma_int)
+            factor = jax.lax.integer_pow(q, n)
             dq = (ys_neg - ys) * e * inv_den * inv_den
-            if gamma_int == 0:
+            if n == 0:
                 dfactor = zero
             else:
-                dfactor = (gamma_int * one) * jax.lax.integer_pow(q, gamma_int - 1) * dq
-        ce = bce_value(x, ys, ys_neg, zero)
-        dce = bce_slope(x, e, ys, ys_neg, one)
-        # Where the loss is infinite (infinite x), the factor is flat: that term's limit is 0.
-        dfactor_term = jnp.where(jnp.isinf(ce), zero, ce) * dfactor
+                dfactor = (n * one) * jax.lax.integer_pow(q, n - 1) * dq
+        # The cross-entropy select-free and finite: at an infinite x, where it would be
+        # infinite, the factor is flat (dfactor is exactly 0), and so is their product.
+        z = finite(x, one * jnp.finfo(out.dtype).max)
+        ce = jnp.maximum(ys_neg * z, -ys * z) + (ys + ys_neg) * jnp.log1p(e)
+        dce = bce_slope(x, e, ys, ys_neg, one, inv_den)
+        dfactor_term = ce * dfactor
         tangent = accumulate(tangent, coef * (dfactor_term + factor * dce) * tangents[0])
     return out, finish(tangent, out)
 

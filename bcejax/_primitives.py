@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bcejax._common import accumulate, finish, is_symbolic_zero
+from bcejax._common import linear_tangent
 
 
 def _softplus_parts(x, zero=0.0):
@@ -37,12 +37,14 @@ def bce_value(x, pos, neg, zero=0.0):
     return _times(pos, relu_neg, zero) + _times(neg, relu, zero) + (pos + neg) * shared
 
 
-def bce_slope(x, e, pos, neg, one=1.0):
-    """``d/dx`` of :func:`_bce_value`: ``neg sigmoid(x) - pos sigmoid(-x)``, ``e = exp(-|x|)``.
+def bce_slope(x, e, pos, neg, one=1.0, inv_den=None):
+    """``d/dx`` of :func:`bce_value`: ``neg sigmoid(x) - pos sigmoid(-x)``, ``e = exp(-|x|)``.
 
-    Both sigmoids share the denominator ``1 + e``, so one division serves.
+    Both sigmoids share the denominator ``1 + e``, so one division serves; a
+    caller that has ``inv_den = 1 / (1 + e)`` already passes it, and none is needed.
     """
-    return jnp.where(x >= one - one, neg - pos * e, neg * e - pos) / (one + e)
+    num = jnp.where(x >= one - one, neg - pos * e, neg * e - pos)
+    return num / (one + e) if inv_den is None else num * inv_den
 
 
 def _times(coef, term, zero=0.0):
@@ -64,16 +66,13 @@ def _bce_terms_jvp(primals, tangents):
     x, pos, neg = primals
     dx, dpos, dneg = tangents
     out = bce_value(x, pos, neg)
-    tangent = None
-    if not is_symbolic_zero(dx):
-        tangent = accumulate(tangent, bce_slope(x, jnp.exp(-jnp.abs(x)), pos, neg) * dx)
-    if not is_symbolic_zero(dpos) or not is_symbolic_zero(dneg):
-        relu, relu_neg, shared = _softplus_parts(x)
-    if not is_symbolic_zero(dpos):
-        tangent = accumulate(tangent, (relu_neg + shared) * dpos)
-    if not is_symbolic_zero(dneg):
-        tangent = accumulate(tangent, (relu + shared) * dneg)
-    return out, finish(tangent, out)
+    relu, relu_neg, shared = _softplus_parts(x)
+    return out, linear_tangent(
+        out,
+        (bce_slope(x, jnp.exp(-jnp.abs(x)), pos, neg), dx),
+        (relu_neg + shared, dpos),
+        (relu + shared, dneg),
+    )
 
 
 bce_terms.defjvp(_bce_terms_jvp, symbolic_zeros=True)
@@ -112,10 +111,10 @@ def prob_wrong(x, y, y_neg):
     return num / den
 
 
-def _sigmoids(x, e, den):
-    """``sigmoid(x)``, ``sigmoid(-x)`` from ``e = exp(-|x|)`` and ``den = 1 + e``."""
+def _sigmoids(x, e, inv_den):
+    """``sigmoid(x)``, ``sigmoid(-x)`` from ``e = exp(-|x|)`` and ``inv_den = 1 / (1 + e)``."""
     nonneg = x >= 0
-    return jnp.where(nonneg, 1, e) / den, jnp.where(nonneg, e, 1) / den
+    return jnp.where(nonneg, 1, e) * inv_den, jnp.where(nonneg, e, 1) * inv_den
 
 
 def _prob_wrong_jvp(primals, tangents):
@@ -123,17 +122,11 @@ def _prob_wrong_jvp(primals, tangents):
     dx, dy, dy_neg = tangents
     e, _, _, num, den = wrong_parts(x, y, y_neg)
     out = num / den
-    tangent = None
-    if not is_symbolic_zero(dx):
-        # dq/dx = (y_neg - y) sigmoid(x) sigmoid(-x) = (y_neg - y) e / (1 + e)^2.
-        tangent = accumulate(tangent, (y_neg - y) * e / (den * den) * dx)
-    if not is_symbolic_zero(dy) or not is_symbolic_zero(dy_neg):
-        sig, sig_neg = _sigmoids(x, e, den)
-    if not is_symbolic_zero(dy):
-        tangent = accumulate(tangent, sig_neg * dy)
-    if not is_symbolic_zero(dy_neg):
-        tangent = accumulate(tangent, sig * dy_neg)
-    return out, finish(tangent, out)
+    sig, sig_neg = _sigmoids(x, e, 1 / den)
+    # dq/dx = (y_neg - y) sigmoid(x) sigmoid(-x) = (y_neg - y) e / (1 + e)^2.
+    return out, linear_tangent(
+        out, ((y_neg - y) * e / (den * den), dx), (sig_neg, dy), (sig, dy_neg)
+    )
 
 
 prob_wrong.defjvp(_prob_wrong_jvp, symbolic_zeros=True)
@@ -149,12 +142,7 @@ def _scaled_jvp(primals, tangents):
     coef, term = primals
     dcoef, dterm = tangents
     out = _times(coef, term)
-    tangent = None
-    if not is_symbolic_zero(dcoef):
-        tangent = accumulate(tangent, term * dcoef)
-    if not is_symbolic_zero(dterm):
-        tangent = accumulate(tangent, coef * dterm)
-    return out, finish(tangent, out)
+    return out, linear_tangent(out, (term, dcoef), (coef, dterm))
 
 
 scaled.defjvp(_scaled_jvp, symbolic_zeros=True)
@@ -175,12 +163,7 @@ def _modulate_jvp(primals, tangents):
     factor, loss = primals
     dfactor, dloss = tangents
     out = factor * loss
-    tangent = None
-    if not is_symbolic_zero(dfactor):
-        tangent = accumulate(tangent, jnp.where(jnp.isinf(loss), 0, loss) * dfactor)
-    if not is_symbolic_zero(dloss):
-        tangent = accumulate(tangent, factor * dloss)
-    return out, finish(tangent, out)
+    return out, linear_tangent(out, (jnp.where(jnp.isinf(loss), 0, loss), dfactor), (factor, dloss))
 
 
 modulate.defjvp(_modulate_jvp, symbolic_zeros=True)
@@ -189,14 +172,15 @@ modulate.defjvp(_modulate_jvp, symbolic_zeros=True)
 def log_wrong_parts(x, y, y_neg, one=1.0):
     """``log q`` and ``d log q / dx``, exact even where ``q`` underflows."""
     e, c, d, num, den = wrong_parts(x, y, y_neg, one)
+    inv_den = one / den
     certain = c == one - one  # hard label on the side of x: q = e / (1 + e) exactly.
     safe_num = jnp.where(certain, one, num)
     log_q = jnp.where(certain, -jnp.abs(x), jnp.log(safe_num)) - jnp.log1p(e)
     sign = jnp.where(x >= one - one, one, -one)
     # d log q / dx = (y_neg - y) sigmoid(x) sigmoid(-x) / q = sign (c - d) e / ((1 + e)(c + d e)),
     # which is -sign / (1 + e) when c == 0; both forms are bounded by 2 in magnitude.
-    dlog_q = sign * jnp.where(certain, -one / den, (c - d) * e / (den * safe_num))
-    return e, den, log_q, dlog_q
+    dlog_q = sign * inv_den * jnp.where(certain, -one, (c - d) * e / safe_num)
+    return e, inv_den, log_q, dlog_q
 
 
 @jax.custom_jvp
@@ -214,26 +198,22 @@ def focal_factor(x, y, y_neg, gamma):
 def _focal_factor_jvp(primals, tangents):
     x, y, y_neg, gamma = primals
     dx, dy, dy_neg, dgamma = tangents
-    e, den, log_q, dlog_q = log_wrong_parts(x, y, y_neg)
+    e, inv_den, log_q, dlog_q = log_wrong_parts(x, y, y_neg)
     out = jnp.exp(_times(gamma, log_q))
-    tangent = None
-    if not is_symbolic_zero(dx):
-        tangent = accumulate(tangent, gamma * out * dlog_q * dx)
-    if not is_symbolic_zero(dy) or not is_symbolic_zero(dy_neg):
-        # d q**gamma / dq = gamma q**(gamma - 1); zero when gamma == 0. For gamma < 1 it
-        # is infinite where q underflows; capped there (at 2**64 for float32) so that
-        # its product with the loss, which underflows too, is 0 rather than NaN.
-        cap = jnp.log(jnp.finfo(log_q.dtype).max) / 2
-        power = jnp.exp(jnp.minimum(_times(gamma - 1, log_q), cap))
-        slope = jnp.where(gamma == 0, 0, gamma * power)
-        sig, sig_neg = _sigmoids(x, e, den)
-    if not is_symbolic_zero(dy):
-        tangent = accumulate(tangent, slope * sig_neg * dy)
-    if not is_symbolic_zero(dy_neg):
-        tangent = accumulate(tangent, slope * sig * dy_neg)
-    if not is_symbolic_zero(dgamma):
-        tangent = accumulate(tangent, _times(out, log_q) * dgamma)
-    return out, finish(tangent, out)
+    # d q**gamma / dq = gamma q**(gamma - 1); zero when gamma == 0. For gamma < 1 it
+    # is infinite where q underflows; capped there (at 2**64 for float32) so that
+    # its product with the loss, which underflows too, is 0 rather than NaN.
+    cap = jnp.log(jnp.finfo(log_q.dtype).max) / 2
+    power = jnp.exp(jnp.minimum(_times(gamma - 1, log_q), cap))
+    slope = jnp.where(gamma == 0, 0, gamma * power)
+    sig, sig_neg = _sigmoids(x, e, inv_den)
+    return out, linear_tangent(
+        out,
+        (gamma * out * dlog_q, dx),
+        (slope * sig_neg, dy),
+        (slope * sig, dy_neg),
+        (_times(out, log_q), dgamma),
+    )
 
 
 focal_factor.defjvp(_focal_factor_jvp, symbolic_zeros=True)
@@ -250,13 +230,10 @@ def _log_sigmoid_neg_plus_jvp(primals, tangents):
     dx, dm = tangents
     log_sig_neg = jax.nn.log_sigmoid(-x)
     out = jnp.logaddexp(log_sig_neg, jnp.log(m))
-    tangent = None
-    if not is_symbolic_zero(dx):
-        # -sigmoid(x) sigmoid(-x) / (sigmoid(-x) + m)
-        tangent = accumulate(tangent, -jax.nn.sigmoid(x) * jnp.exp(log_sig_neg - out) * dx)
-    if not is_symbolic_zero(dm):
-        tangent = accumulate(tangent, jnp.exp(-out) * dm)  # finite at m = 0, unlike d log m
-    return out, finish(tangent, out)
+    # d/dx = -sigmoid(x) sigmoid(-x) / (sigmoid(-x) + m); d/dm is finite at m = 0, unlike d log m.
+    return out, linear_tangent(
+        out, (-jax.nn.sigmoid(x) * jnp.exp(log_sig_neg - out), dx), (jnp.exp(-out), dm)
+    )
 
 
 log_sigmoid_neg_plus.defjvp(_log_sigmoid_neg_plus_jvp, symbolic_zeros=True)
@@ -288,15 +265,8 @@ def _prob_bce_terms_jvp(primals, tangents):
     dp, dpos, dneg = tangents
     log_p, log_not_p = _clamped_logs(p)
     out = _times(pos, -log_p) + _times(neg, -log_not_p)
-    tangent = None
-    if not is_symbolic_zero(dp):
-        slope = (neg * p - pos * (1 - p)) / jnp.maximum(p * (1 - p), _DENOM_FLOOR)
-        tangent = accumulate(tangent, slope * dp)
-    if not is_symbolic_zero(dpos):
-        tangent = accumulate(tangent, -log_p * dpos)
-    if not is_symbolic_zero(dneg):
-        tangent = accumulate(tangent, -log_not_p * dneg)
-    return out, finish(tangent, out)
+    slope = (neg * p - pos * (1 - p)) / jnp.maximum(p * (1 - p), _DENOM_FLOOR)
+    return out, linear_tangent(out, (slope, dp), (-log_p, dpos), (-log_not_p, dneg))
 
 
 prob_bce_terms.defjvp(_prob_bce_terms_jvp, symbolic_zeros=True)

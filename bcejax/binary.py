@@ -156,6 +156,20 @@ def _integer_gamma(gamma) -> int | None:
     return None
 
 
+def _focal_halves(gamma) -> int | None:
+    """``2 gamma`` for a known gamma in {0, 1, 1.5, 2, 2.5, ...} up to the largest integer one.
+
+    1/2 is left out: ``q ** 0.5`` has an infinite derivative where ``q``
+    underflows, which only the log-space form keeps finite.
+    """
+    if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
+        return None
+    halves = 2 * float(gamma)
+    if halves.is_integer() and halves != 1 and 0 <= halves <= 2 * _MAX_INTEGER_GAMMA:
+        return int(halves)
+    return None
+
+
 def _modulating_factor(logits, labels, gamma, name="gamma"):
     """``(1 - p_t) ** gamma``, or None when ``gamma`` is known to be 0."""
     checks.check_gamma(gamma, name)
@@ -271,9 +285,8 @@ def sigmoid_focal_loss(
     checks.check_label_smoothing(label_smoothing)
     checks.check_alpha(alpha)
     checks.check_gamma(gamma)
-    gamma_int = _integer_gamma(gamma)
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
-    static = (gamma_int, alpha is not None)
+    static = (_focal_halves(gamma), alpha is not None)
     return _platform_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config).astype(dtype)
 
 

@@ -110,18 +110,24 @@ def _axis_names(axis_name) -> tuple[Hashable, ...] | None:
     return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
 
 
+def _check_matmul(features, weight, features_shape, weight_shape, hint=""):
+    """Float ``features`` and ``weight`` whose product ``features @ weight`` is defined."""
+    f = checks.check_float(features, "features")
+    w = checks.check_float(weight, "weight")
+    if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
+        raise ValueError(
+            f"features {features_shape} and weight {weight_shape} must share dim, got "
+            f"{f.shape} and {w.shape}{hint}"
+        )
+    return f, w
+
+
 def _check_head(features, weight, bias, labels, positive_indices, pos_weight, reduction, total):
     """Checked operands; the labels as ``("dense", y)`` or ``("indices", i)``.
 
     ``total`` is the number of labels across the devices (``weight`` holds a slice of them).
     """
-    f = checks.check_float(features, "features")
-    w = checks.check_float(weight, "weight")
-    if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
-        raise ValueError(
-            f"features (batch, dim) and weight (dim, labels) must share dim, got {f.shape} "
-            f"and {w.shape}"
-        )
+    f, w = _check_matmul(features, weight, "(batch, dim)", "(dim, labels)")
     batch, num_labels = f.shape[0], w.shape[1]
     b = jnp.zeros(num_labels, w.dtype) if bias is None else jnp.asarray(bias)
     if b.shape != (num_labels,):
@@ -260,14 +266,13 @@ def _check_softmax_head(
     features, weight, bias, labels, *, reduction, chunk_size, label_smoothing, z_loss, logit_softcap
 ):
     """The softmax head's checked features, weight, bias (or None) and labels; checks the rest."""
-    f = checks.check_float(features, "features")
-    w = checks.check_float(weight, "weight")
-    if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
-        raise ValueError(
-            f"features (tokens, dim) and weight (dim, vocabulary) must share dim, got "
-            f"{f.shape} and {w.shape}; flatten a (batch, sequence, dim) batch with "
-            "features.reshape(-1, dim)"
-        )
+    f, w = _check_matmul(
+        features,
+        weight,
+        "(tokens, dim)",
+        "(dim, vocabulary)",
+        "; flatten a (batch, sequence, dim) batch with features.reshape(-1, dim)",
+    )
     tokens, vocabulary = f.shape[0], w.shape[1]
     b = None
     if bias is not None:
