@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
 
 
 def compute_dtype(dtype):
@@ -13,7 +14,7 @@ def compute_dtype(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def known_zero(value) -> bool:
+def known_zero(value: ArrayLike) -> bool:
     """True for config known at trace time to be exactly 0 (the term can be skipped)."""
     return not isinstance(value, jax.core.Tracer) and bool(np.all(np.asarray(value) == 0))
 
@@ -23,7 +24,7 @@ def safe_divide(num, den, empty=0.0):
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), empty)
 
 
-def is_symbolic_zero(tangent) -> bool:
+def is_symbolic_zero(tangent: object) -> bool:
     """True for the tangent of an input that is not differentiated."""
     return isinstance(tangent, SymbolicZero)
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 
 class HeadConfig(NamedTuple):
@@ -36,7 +37,7 @@ class HeadConfig(NamedTuple):
     axis_name: tuple[Hashable, ...] | None
 
 
-def varying(x: jax.Array, axis_name) -> jax.Array:
+def varying(x: jax.Array, axis_name: tuple[Hashable, ...] | None) -> jax.Array:
     """A fresh constant ``x`` typed as varying over ``axis_name`` (or as it is without one).
 
     A scan carry that meets this device's slice must have the slice's type from the start.
@@ -59,7 +60,7 @@ def _update_as_bits(w, update, start):
 _BITS = {1: jnp.uint8, 2: jnp.uint16}
 
 
-def slice_columns(w: jax.Array, start, size: int) -> jax.Array:
+def slice_columns(w: jax.Array, start: ArrayLike, size: int) -> jax.Array:
     """``w[:, start:start + size]``.
 
     XLA:CPU computes half precision in float32, a slice included: it would
@@ -75,7 +76,7 @@ def slice_columns(w: jax.Array, start, size: int) -> jax.Array:
     )
 
 
-def update_columns(w: jax.Array, update: jax.Array, start) -> jax.Array:
+def update_columns(w: jax.Array, update: jax.Array, start: ArrayLike) -> jax.Array:
     """``w`` with columns ``start:start + update.shape[1]`` replaced, in place (as above)."""
     plain = functools.partial(lax.dynamic_update_slice_in_dim, axis=1)
     if w.dtype.itemsize not in _BITS:
@@ -83,7 +84,9 @@ def update_columns(w: jax.Array, update: jax.Array, start) -> jax.Array:
     return lax.platform_dependent(w, update, start, cpu=_update_as_bits, default=plain)
 
 
-def _chunk_logits(cfg: HeadConfig, f, w, b, cap, c):
+def _chunk_logits(
+    cfg: HeadConfig, f: jax.Array, w: jax.Array, b: jax.Array, cap: jax.Array, c: jax.Array
+) -> tuple[jax.Array, jax.Array, Any, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Chunk ``c`` of the logits: ``z``, ``x`` (capped, or ``z``), ``tanh(z / cap)`` or None,
     the local columns, which of them are this chunk's (``valid``), the first column and the
     weight's columns in the compute dtype.
@@ -103,7 +106,7 @@ def _chunk_logits(cfg: HeadConfig, f, w, b, cap, c):
     return z, cap * t, t, columns, valid, start, w_c
 
 
-def _local_targets(cfg: HeadConfig, labels, local: int):
+def _local_targets(cfg: HeadConfig, labels: jax.Array, local: int) -> jax.Array:
     """Each token's target as a column of this device's slice (outside ``[0, local)`` if not)."""
     if cfg.axis_name is None:
         return labels
@@ -114,7 +117,9 @@ def _num_chunks(cfg: HeadConfig, local: int) -> int:
     return -(-local // cfg.chunk)
 
 
-def _statistics(cfg: HeadConfig, f, w, b, labels, cap):
+def _statistics(
+    cfg: HeadConfig, f: jax.Array, w: jax.Array, b: jax.Array, labels: jax.Array, cap: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Per token: max logit, sum of exp(logit - max), target logit, sum of logits (all devices)."""
     tokens, local = f.shape[0], w.shape[1]
     targets = _local_targets(cfg, labels, local)[:, None]
@@ -134,7 +139,7 @@ def _statistics(cfg: HeadConfig, f, w, b, labels, cap):
         return (m_new, s, x_t, x_sum), None
 
     zeros = jnp.zeros(tokens, f.dtype)
-    init = (jnp.full(tokens, -jnp.inf, f.dtype), zeros, zeros, zeros)
+    init: tuple[jax.Array, ...] = (jnp.full(tokens, -jnp.inf, f.dtype), zeros, zeros, zeros)
     init = tuple(varying(a, cfg.axis_name) for a in init)
     (m, s, x_t, x_sum), _ = lax.scan(step, init, jnp.arange(_num_chunks(cfg, local)))
     if cfg.axis_name is not None:
@@ -145,14 +150,23 @@ def _statistics(cfg: HeadConfig, f, w, b, labels, cap):
     return m, s, x_t, x_sum
 
 
-def _token_masks(cfg: HeadConfig, labels):
+def _token_masks(cfg: HeadConfig, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Tokens that count (not ``ignore_index``), and those whose label is a valid class."""
     kept = jnp.ones(labels.shape, bool) if cfg.ignore_index is None else labels != cfg.ignore_index
     in_range = ((labels >= 0) & (labels < cfg.num_classes)) | ~kept
     return kept, in_range
 
 
-def _forward(cfg: HeadConfig, f, w, b, labels, smoothing, z_coef, cap):
+def _forward(
+    cfg: HeadConfig,
+    f: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    labels: jax.Array,
+    smoothing: jax.Array,
+    z_coef: jax.Array,
+    cap: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     m, s, x_t, x_sum = _statistics(cfg, f, w, b, labels, cap)
     log_s = jnp.log(s)
     lse = m + log_s
@@ -169,12 +183,23 @@ def _forward(cfg: HeadConfig, f, w, b, labels, smoothing, z_coef, cap):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def token_losses(cfg: HeadConfig, f, w, b, labels, smoothing, z_coef, cap) -> jax.Array:
+def token_losses(
+    cfg: HeadConfig,
+    f: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    labels: jax.Array,
+    smoothing: jax.Array,
+    z_coef: jax.Array,
+    cap: jax.Array,
+) -> jax.Array:
     """Per-token loss ``(tokens,)``; ``f``, ``b`` and the scalars in the compute dtype."""
     return _forward(cfg, f, w, b, labels, smoothing, z_coef, cap)[0]
 
 
-def _backward(cfg: HeadConfig, residuals, g):
+def _backward(
+    cfg: HeadConfig, residuals: tuple[jax.Array, ...], g: jax.Array
+) -> tuple[jax.Array | None, ...]:
     f, w, b, labels, smoothing, z_coef, cap, lse, x_t, x_sum = residuals
     kept, in_range = _token_masks(cfg, labels)
     g = jnp.where(kept & in_range, g, 0)
@@ -205,7 +230,11 @@ def _backward(cfg: HeadConfig, residuals, g):
         db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dx, 0), start, 0)
         return (df, dw, db, dcap), None
 
-    init = (jnp.zeros(f.shape, f.dtype), jnp.zeros(w.shape, w.dtype), jnp.zeros(b.shape, b.dtype))
+    init: tuple[jax.Array, ...] = (
+        jnp.zeros(f.shape, f.dtype),
+        jnp.zeros(w.shape, w.dtype),
+        jnp.zeros(b.shape, b.dtype),
+    )
     init = (*init, jnp.zeros((), cap.dtype))
     init = tuple(varying(a, cfg.axis_name) for a in init)
     chunks = jnp.arange(_num_chunks(cfg, local))

@@ -81,7 +81,7 @@ def _from_ordered_bits(key, dtype):
     return jax.lax.bitcast_convert_type(jnp.where(key < 0, key ^ magnitude, key), dtype)
 
 
-def rank_by_score(s, y, w, kept) -> Ranked:
+def rank_by_score(s: jax.Array, y: jax.Array, w: jax.Array, kept: jax.Array) -> Ranked:
     key = _ordered_bits(jnp.where(kept, s, -jnp.inf))
     ascending = jnp.sort(key)
     # Each tie group's weights land at its first position in ascending order, which

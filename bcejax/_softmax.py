@@ -92,6 +92,7 @@ def _xent_parts(with_target, x, labels, u, v):
         big, m_row = apart(jnp.full(m.shape, jnp.finfo(x.dtype).max, x.dtype), m)
         shifted = jnp.maximum(jnp.minimum(x, big) - m_row, -big)
         dot = accumulate(dot, jnp.sum(vs * shifted, -1))
+    assert total is not None and dot is not None, "a target, dense coefficients or both"
     # A coefficient on a -inf logit leaves a loss near the largest float: inf. A row
     # of -inf (no class possible) has loss inf, or 0 with no coefficient on it.
     loss = overflow_to_inf(total * log_total - dot)

@@ -14,11 +14,12 @@ float64; results come back in the dtype of the first argument.
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from bcejax import _common, _primitives, checks
 from bcejax.reduction import AxisName
@@ -28,6 +29,9 @@ AVERAGES = ("micro", "macro")
 # top_k is read as the nearest fraction with a denominator up to 2**15, so that
 # ceil(top_k * n) is exact in int32 arithmetic: 0.1 of 30 entries is 3, not 4.
 _MAX_DENOMINATOR = 1 << 15
+
+# A count: a Python int, or an int32 array of them.
+_Count = TypeVar("_Count", int, jax.Array)
 
 
 def _prepare(logits, labels, where, weights):
@@ -61,7 +65,7 @@ def _prepare(logits, labels, where, weights):
     return x, y, c, dtype
 
 
-def _check_positive(value, name: str) -> None:
+def _check_positive(value: ArrayLike, name: str) -> None:
     """``value > 0`` for config known at trace time; traced values pass."""
     if isinstance(value, jax.core.Tracer):
         return
@@ -70,14 +74,14 @@ def _check_positive(value, name: str) -> None:
         raise ValueError(f"{name} must be > 0, got {array.tolist()}")
 
 
-def _check_bins(bins) -> None:
+def _check_bins(bins: int) -> None:
     if isinstance(bins, bool) or not isinstance(bins, int):
         raise TypeError(f"bins must be a Python int (it sets the histogram's size), got {bins!r}")
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
 
 
-def _check_state(state, bins: int, dtype) -> jax.Array:
+def _check_state(state: ArrayLike, bins: int, dtype: DTypeLike) -> jax.Array:
     state = jnp.asarray(state, dtype)
     if state.shape != (bins,):
         raise ValueError(
@@ -150,6 +154,19 @@ def sigmoid_ghm_loss(
       the dtype of ``logits`` (0 at masked entries), and the running counts
       ``R``, shape ``(bins,)``, float32 (float64 for float64 logits), to pass
       as ``state`` to the next step.
+
+    Examples:
+      Two entries with ``g = 1/2`` share bin 5, one with ``g = sigmoid(-4)`` has bin 0:
+      ``beta = 3 / (2 * 2)`` and ``3 / (1 * 2)`` times the BCE:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits, labels = jnp.array([0.0, 0.0, 4.0]), jnp.array([1.0, 0.0, 1.0])
+      >>> loss, state = bcejax.sigmoid_ghm_loss(logits, labels, bins=10)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.5199, 0.5199, 0.0272]
+      >>> state.tolist()
+      [1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
 
     References:
       Li, Liu, Wang, Gradient Harmonized Single-stage Detector, AAAI 2019,
@@ -233,6 +250,15 @@ def soft_fbeta_loss(
     Returns:
       The loss, a scalar in the dtype of ``logits``.
 
+    Examples:
+      Logits 0: ``TP = FP = FN = 1/2``, so ``F_1 = 1/2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.soft_fbeta_loss(jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]))
+      >>> print(f"{float(loss):.4f}")
+      0.5000
+
     References:
       van Rijsbergen, Information Retrieval, 2nd ed., 1979, chapter 7 (the F measure).
       Bénédict et al., sigmoidF1: A Smooth F1 Score Surrogate Loss for
@@ -264,7 +290,7 @@ def soft_fbeta_loss(
     return jnp.mean(loss).astype(dtype)
 
 
-def _fraction(top_k) -> tuple[int, int]:
+def _fraction(top_k: float) -> tuple[int, int]:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, float)):
         raise TypeError(
             f"top_k must be a Python float (it sets the number of entries kept), got {top_k!r}"
@@ -275,12 +301,12 @@ def _fraction(top_k) -> tuple[int, int]:
     return fraction.numerator, fraction.denominator
 
 
-def _ceil_times(num: int, den: int, n):
+def _ceil_times(num: int, den: int, n: _Count) -> _Count:
     """``ceil(num * n / den)``, exact for Python ints and int32 arrays with ``den <= 2**15``."""
     return num * (n // den) + (num * (n % den) + den - 1) // den
 
 
-def _stack_devices(values, axis_name, devices: int) -> jax.Array:
+def _stack_devices(values: jax.Array, axis_name: AxisName, devices: int) -> jax.Array:
     """The ``values`` of every device, one after another, the same array on every device.
 
     Each device puts its values in its own slot of a zero buffer and the
@@ -333,6 +359,15 @@ def ohem_reduce(
       The mean of the selected losses, a scalar in the dtype of ``loss``
       (accumulated in float32, float64 for float64 input).
 
+    Examples:
+      The mean of the largest half, 4 and 3:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.ohem_reduce(jnp.array([1.0, 4.0, 2.0, 3.0]), top_k=0.5)
+      >>> print(f"{float(loss):.4f}")
+      3.5000
+
     References:
       Shrivastava, Gupta, Girshick, Training Region-based Object Detectors
       with Online Hard Example Mining, CVPR 2016, https://arxiv.org/abs/1604.03540
@@ -341,8 +376,9 @@ def ohem_reduce(
     loss = checks.check_float(loss, "loss")
     shape = checks.check_broadcast(loss=loss, where=where)
     if shape != loss.shape:
+        # where is not None here (only a mask can change the shape); mypy cannot tell.
         raise ValueError(
-            f"where with shape {jnp.shape(where)} would broadcast loss of shape {loss.shape} "
+            f"where with shape {jnp.shape(where)} would broadcast loss of shape {loss.shape} "  # type: ignore[arg-type]
             f"to {shape}: the mask must not add axes to the loss"
         )
     dtype = loss.dtype

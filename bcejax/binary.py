@@ -9,6 +9,9 @@ inputs in float64. Numeric config (``alpha``, ``gamma``, ``pos_weight``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +44,7 @@ def _prepare(preds, labels, *, name, from_logits, **config):
 _MIN_ROW = 1024
 
 
-def _suffix_size(operand_shape, shape) -> int | None:
+def _suffix_size(operand_shape: tuple[int, ...], shape: tuple[int, ...]) -> int | None:
     """Size of the trailing axes an operand spans, if it is ``shape``'s suffix, else None."""
     dims = tuple(operand_shape)
     while dims and dims[0] == 1:
@@ -81,7 +84,7 @@ def _cpu_view_call(kernel, *static, x, y, config):
     one row.
     """
     shape = jnp.broadcast_shapes(x.shape, y.shape, *(jnp.shape(c) for c in config))
-    operands = (x, y, *config)
+    operands: Sequence[Any] = (x, y, *config)
     full = [a.ndim > 0 and a.shape == shape for a in operands]
     partial = [a for a, f in zip(operands, full, strict=True) if a.ndim > 0 and not f]
     size = int(np.prod(shape, dtype=np.int64))
@@ -147,7 +150,7 @@ def _alpha_weight(labels, alpha):
     return alpha * y + (1 - alpha) * y_neg
 
 
-def _integer_gamma(gamma) -> int | None:
+def _integer_gamma(gamma: Any) -> int | None:
     if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
         return None
     value = float(gamma)
@@ -156,7 +159,7 @@ def _integer_gamma(gamma) -> int | None:
     return None
 
 
-def _focal_halves(gamma) -> int | None:
+def _focal_halves(gamma: Any) -> int | None:
     """``2 gamma`` for a known gamma in {0, 1, 1.5, 2, 2.5, ...} up to the largest integer one.
 
     1/2 is left out: ``q ** 0.5`` has an infinite derivative where ``q``
@@ -223,6 +226,19 @@ def sigmoid_binary_cross_entropy(
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``logits``.
 
+    Examples:
+      ``log 2`` at logit 0 with label 1, ``log(1 + e^2)`` at logit 2 with label 0
+      (as ``optax.sigmoid_binary_cross_entropy``); ``pos_weight`` doubles the first:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits, labels = jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0])
+      >>> [round(v, 4) for v in bcejax.sigmoid_binary_cross_entropy(logits, labels).tolist()]
+      [0.6931, 2.1269]
+      >>> loss = bcejax.sigmoid_binary_cross_entropy(logits, labels, pos_weight=2.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.3863, 2.1269]
+
     References:
       Goodfellow et al., Deep Learning, 2016, section 6.2.2.2.
     """
@@ -274,6 +290,15 @@ def sigmoid_focal_loss(
 
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    Examples:
+      At logit 0 with label 1, ``p_t = 1/2``: ``(1/2)**2 log 2`` (as ``optax.sigmoid_focal_loss``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.sigmoid_focal_loss(jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0]), gamma=2.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.1733, 1.6501]
 
     References:
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017,
@@ -334,6 +359,16 @@ def sigmoid_asymmetric_loss(
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``logits``.
 
+    Examples:
+      At logit 0: ``log 2`` for a positive; ``0.45**4 log(1 / 0.55)`` for a negative
+      (``p_m = 0.5 - 0.05``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.sigmoid_asymmetric_loss(jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]))
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.6931, 0.0245]
+
     References:
       Ben-Baruch et al., Asymmetric Loss For Multi-Label Classification, ICCV
       2021, https://arxiv.org/abs/2009.14119
@@ -393,6 +428,15 @@ def sigmoid_poly1_loss(
 
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``logits``.
+
+    Examples:
+      At logit 0 with label 1: ``log 2 + 1 * (1 - 1/2)``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.sigmoid_poly1_loss(jnp.array([0.0]), jnp.array([1.0]), epsilon=1.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.1931]
 
     References:
       Leng et al., PolyLoss: A Polynomial Expansion Perspective of
@@ -455,6 +499,15 @@ def binary_cross_entropy(
 
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``probs``.
+
+    Examples:
+      ``-log 0.5`` and ``-log 0.9`` (PyTorch ``binary_cross_entropy``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.binary_cross_entropy(jnp.array([0.5, 0.9]), jnp.array([1.0, 1.0]))
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.6931, 0.1054]
     """
     p, y, dtype = _prepare(
         probs, labels, name="probs", from_logits=False, weights=weights, pos_weight=pos_weight
@@ -501,6 +554,15 @@ def binary_focal_loss(
 
     Returns:
       The elementwise loss, with the broadcast shape and the dtype of ``probs``.
+
+    Examples:
+      ``0.5**2 (-log 0.5)`` and ``0.1**2 (-log 0.9)``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.binary_focal_loss(jnp.array([0.5, 0.9]), jnp.array([1.0, 1.0]), gamma=2.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.1733, 0.0011]
 
     References:
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.

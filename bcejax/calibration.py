@@ -17,16 +17,19 @@ of iterations at most.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from bcejax import _common, _ranking, binary, checks, multiclass
 
 
-def _minimize(fun, init, max_iter: int, tol: float):
+def _minimize(
+    fun: Callable[[jax.Array], jax.Array], init: jax.Array, max_iter: int, tol: ArrayLike
+) -> jax.Array:
     """Minimizes ``fun`` from ``init`` with optax's L-BFGS; stops at ``|grad| <= tol``."""
     solver = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(fun)
@@ -46,7 +49,7 @@ def _minimize(fun, init, max_iter: int, tol: float):
     return jax.lax.while_loop(running, step, carry)[0]
 
 
-def _tolerance(dtype) -> float:
+def _tolerance(dtype: DTypeLike) -> float:
     return 1e-10 if dtype == jnp.float64 else 1e-5
 
 
@@ -70,6 +73,16 @@ def fit_temperature(
     Returns:
       ``T`` as a 0-d array in the logits' dtype (float32 at least): calibrated
       probabilities are ``sigmoid(logits / T)`` or ``softmax(logits / T)``.
+
+    Examples:
+      Logits of 3 that are right 3 times in 4: ``sigmoid(3 / T) = 3/4``, ``T = 3 / log 3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits, labels = jnp.array([3.0, 3.0, 3.0, 3.0]), jnp.array([1, 1, 1, 0])
+      >>> temperature = bcejax.calibration.fit_temperature(logits, labels)
+      >>> print(f"{float(temperature):.3f}")
+      2.731
     """
     x = checks.check_float(logits, "logits")
     y = jnp.asarray(labels)
@@ -131,6 +144,17 @@ def fit_platt(
     the fit of scikit-learn's ``CalibratedClassifierCV(method="sigmoid")``,
     whose ``(A, B)`` are ``(-a, -b)``. Platt, Probabilistic Outputs for Support
     Vector Machines, 1999.
+
+    Examples:
+      Platt's targets are 3/4 and 1/4 here, met exactly by ``sigmoid(b) = 1/4`` and
+      ``sigmoid(a + b) = 3/4``: ``a = 2 log 3``, ``b = -log 3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.0, 0.0, 1.0, 1.0]), jnp.array([0, 0, 1, 1])
+      >>> a, b = bcejax.calibration.fit_platt(scores, labels)
+      >>> print(f"{float(a):.3f} {float(b):.3f}")
+      2.197 -1.099
     """
     s, y, w, _ = _ranking.prepare_scores(scores, labels, sample_weight, where)
     positives, negatives = jnp.sum(w * y), jnp.sum(w * (1 - y))
@@ -169,6 +193,16 @@ def best_threshold(
     Returns:
       ``(threshold, value)``: the value equals the metric's function (e.g.
       :func:`bcejax.metrics.f1_score`) at that threshold.
+
+    Examples:
+      At 0.35 two positives and one negative are predicted positive: F1 = 4/5:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> threshold, f1 = bcejax.calibration.best_threshold(scores, labels, metric="f1")
+      >>> print(f"{float(threshold):.2f} {float(f1):.4f}")
+      0.35 0.8000
     """
     if metric not in _THRESHOLD_METRICS:
         raise ValueError(f"metric must be one of {_THRESHOLD_METRICS}, got {metric!r}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ from jax._src import core as _jax_core
 from jax.experimental import checkify
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+from jax.typing import ArrayLike
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -52,12 +53,25 @@ REDUCTIONS = ("mean", "sum", "none")
 #: 8-bit masks, ``{-1, 1}`` labels and negative weights do not.
 ROUNDING_TOLERANCE = 1e-3
 
+# The decorators below keep the signature of the function they wrap.
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 class InvalidInputError(ValueError):
-    """An input value is outside the domain of the loss (found at run time)."""
+    """An input value is outside the domain of the loss (found at run time).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> bcejax.sigmoid_binary_cross_entropy(jnp.array([0.0]), jnp.array([255.0]))
+      Traceback (most recent call last):
+        ...
+      bcejax.checks.InvalidInputError: labels must be in [0, 1] ...: ... 8-bit mask; divide by 255
+    """
 
 
-def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Wraps ``fn`` so that bcejax's value checks run under ``jit``.
 
     ``fn`` is functionalized with ``checkify`` and compiled with ``jax.jit``; a
@@ -71,6 +85,17 @@ def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     Without this wrapper, a jitted function carries no value checks at all and
     pays nothing for them. ``checked(f)`` and ``f`` may be called in any order:
     they share JAX's trace of ``f``, which holds the checks in both cases.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.checked(lambda x, y: bcejax.sigmoid_binary_cross_entropy(x, y).mean())
+      >>> print(f"{float(loss_fn(jnp.array([0.0]), jnp.array([1.0]))):.4f}")
+      0.6931
+      >>> loss_fn(jnp.array([0.0]), jnp.array([-1.0]))
+      Traceback (most recent call last):
+        ...
+      bcejax.checks.InvalidInputError: labels must be in [0, 1]: ...
     """
     compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks))
 
@@ -83,13 +108,13 @@ def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _raise_failed(error) -> None:
+def _raise_failed(error: checkify.Error) -> None:
     message = error.get()
     if message is not None:
         raise InvalidInputError(message.replace(" (`check` failed)", ""))
 
 
-def compiled_when_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+def compiled_when_eager(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """``fn``, run as one compiled program with its value checks fused in when called eagerly.
 
     Called inside a trace (``jit``, ``grad``, ``vmap``, ...), ``fn`` is traced as
@@ -163,7 +188,7 @@ class _Check:
 _check_p = Primitive("bcejax_check")
 
 
-def _guard(carrier, value, check: _Check) -> jax.Array:
+def _guard(carrier: ArrayLike, value: ArrayLike, check: _Check) -> jax.Array:
     """``carrier``, with ``check`` on ``value`` tied to it."""
     return _check_p.bind(jnp.asarray(carrier), jnp.asarray(value), check=check)
 
@@ -212,7 +237,7 @@ _checkify_rules.error_checks[_check_p] = _checkify_rule
 # -- The value checks ---------------------------------------------------------
 
 
-def _range_text(array) -> str:
+def _range_text(array: np.ndarray | None) -> str:
     if array is None:
         return ""
     if array.dtype.kind == "f" and np.isnan(array).any():
@@ -222,7 +247,7 @@ def _range_text(array) -> str:
     return f" (min {lo}, max {hi})"
 
 
-def _label_message(text: str, array) -> str:
+def _label_message(text: str, array: np.ndarray | None) -> str:
     """``text`` with the range of ``array`` and the likely cause of labels out of range."""
     text += _range_text(array)
     if array is None:
@@ -329,11 +354,13 @@ class _SignedTargets(_Check):
         return text + ": map labels in {0, 1} to {-1, 1} with 2 * labels - 1"
 
 
-def _is_bool(x) -> bool:
+def _is_bool(x: ArrayLike) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.bool_)
 
 
-def check_labels(labels, name: str = "labels", *, carrier=None) -> jax.Array:
+def check_labels(
+    labels: jax.Array, name: str = "labels", *, carrier: jax.Array | None = None
+) -> jax.Array:
     """Labels in ``[0, 1]`` (up to the rounding tolerance); names the likely cause when not.
 
     Returns ``carrier`` (``labels`` when None) with the check tied to it: the
@@ -343,29 +370,42 @@ def check_labels(labels, name: str = "labels", *, carrier=None) -> jax.Array:
     return carrier if _is_bool(labels) else _guard(carrier, labels, _Labels(name))
 
 
-def check_binary_labels(labels, name: str = "labels", *, carrier=None) -> jax.Array:
+def check_binary_labels(
+    labels: jax.Array, name: str = "labels", *, carrier: jax.Array | None = None
+) -> jax.Array:
     """Labels of a classification metric must be exactly 0 or 1."""
     carrier = labels if carrier is None else carrier
     return carrier if _is_bool(labels) else _guard(carrier, labels, _BinaryLabels(name))
 
 
-def check_probabilities(probs, name: str = "probs", *, carrier=None) -> jax.Array:
+def check_probabilities(
+    probs: ArrayLike, name: str = "probs", *, carrier: ArrayLike | None = None
+) -> jax.Array:
     """Probabilities must be in ``[0, 1]``; logits passed by mistake are named."""
     return _guard(probs if carrier is None else carrier, probs, _Probabilities(name))
 
 
-def check_weights(weights, name: str = "weights", *, carrier=None) -> jax.Array:
+def check_weights(
+    weights: ArrayLike, name: str = "weights", *, carrier: ArrayLike | None = None
+) -> jax.Array:
     """Weights must be non-negative (a negative weight would reward a wrong prediction)."""
     return _guard(weights if carrier is None else carrier, weights, _Weights(name))
 
 
-def check_logits(logits, name: str = "logits", *, carrier=None) -> jax.Array:
+def check_logits(
+    logits: ArrayLike, name: str = "logits", *, carrier: ArrayLike | None = None
+) -> jax.Array:
     """Logits must not be NaN (``+-inf`` are allowed and give 0 or ``+inf``)."""
     return _guard(logits if carrier is None else carrier, logits, _NotNaN(name))
 
 
 def check_class_indices(
-    labels, num_classes: int, ignore_index=None, name: str = "labels", *, carrier=None
+    labels: ArrayLike,
+    num_classes: int,
+    ignore_index: int | None = None,
+    name: str = "labels",
+    *,
+    carrier: ArrayLike | None = None,
 ) -> jax.Array:
     """Integer labels must be class indices in ``[0, num_classes)`` or ``ignore_index``."""
     check = _ClassIndices(
@@ -374,12 +414,14 @@ def check_class_indices(
     return _guard(labels if carrier is None else carrier, labels, check)
 
 
-def check_signed_targets(targets, name: str = "targets", *, carrier=None) -> jax.Array:
+def check_signed_targets(
+    targets: ArrayLike, name: str = "targets", *, carrier: ArrayLike | None = None
+) -> jax.Array:
     """Signed targets must be -1 or 1; names {0, 1} labels, the usual mistake."""
     return _guard(targets if carrier is None else carrier, targets, _SignedTargets(name))
 
 
-def check_float(x, name: str) -> jax.Array:
+def check_float(x: ArrayLike, name: str) -> jax.Array:
     """Returns ``x`` as an array, raising ``TypeError`` unless it has a float dtype."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -390,11 +432,11 @@ def check_float(x, name: str) -> jax.Array:
     return x
 
 
-def check_broadcast(**arrays) -> tuple[int, ...]:
+def check_broadcast(**arrays: Any) -> tuple[int, ...]:
     """Returns the broadcast shape of the named arrays, or names the two that clash."""
     named = [(n, jnp.shape(a)) for n, a in arrays.items() if a is not None]
     shape: tuple[int, ...] = ()
-    seen = []
+    seen: list[tuple[str, tuple[int, ...]]] = []
     for name, s in named:
         try:
             shape = jnp.broadcast_shapes(shape, s)
@@ -409,7 +451,7 @@ def check_broadcast(**arrays) -> tuple[int, ...]:
     return shape
 
 
-def _broadcastable(a, b) -> bool:
+def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     try:
         jnp.broadcast_shapes(a, b)
     except ValueError:
@@ -430,7 +472,12 @@ def _concrete_scalars(value):
 
 
 def check_range(
-    value, name: str, lo: float, hi: float | None = None, *, hi_open: bool = False
+    value: ArrayLike | None,
+    name: str,
+    lo: float,
+    hi: float | None = None,
+    *,
+    hi_open: bool = False,
 ) -> None:
     """``lo <= value <= hi`` (or ``< hi``) for concrete config values; traced ones pass."""
     array = _concrete_scalars(value)
@@ -444,23 +491,23 @@ def check_range(
         raise ValueError(f"{name} must be >= {lo}{upper}, got {array.tolist()}")
 
 
-def check_gamma(gamma, name: str = "gamma") -> None:
+def check_gamma(gamma: ArrayLike, name: str = "gamma") -> None:
     check_range(gamma, name, 0.0)
 
 
-def check_alpha(alpha, name: str = "alpha") -> None:
+def check_alpha(alpha: ArrayLike | None, name: str = "alpha") -> None:
     check_range(alpha, name, 0.0, 1.0)
 
 
-def check_label_smoothing(label_smoothing) -> None:
+def check_label_smoothing(label_smoothing: ArrayLike) -> None:
     check_range(label_smoothing, "label_smoothing", 0.0, 1.0, hi_open=True)
 
 
-def check_nonnegative(value, name: str) -> None:
+def check_nonnegative(value: ArrayLike | None, name: str) -> None:
     check_range(value, name, 0.0)
 
 
-def check_integer(x, name: str, hint: str) -> jax.Array:
+def check_integer(x: ArrayLike, name: str, hint: str) -> jax.Array:
     """Returns ``x`` as an array, raising ``TypeError`` unless it has an integer dtype."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.integer):

@@ -31,7 +31,7 @@ takes care of ``where``, ``weights``, ``axis_name`` and the reduction by level:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +41,20 @@ from jax.typing import ArrayLike
 from bcejax import batch, binary, checks, multiclass, segmentation
 from bcejax.reduction import AxisName, reduce_loss
 
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform  # typing's from Python 3.11
+else:
 
-def _loss_dataclass(cls):
+    def dataclass_transform(**_: Any) -> Any:
+        """Tells type checkers that a decorator makes dataclasses; nothing at run time."""
+        return lambda decorator: decorator
+
+
+_L = TypeVar("_L", bound="Loss")
+
+
+@dataclass_transform(frozen_default=True, eq_default=False)
+def _loss_dataclass(cls: type[_L]) -> type[_L]:
     """Freezes ``cls`` and registers it as a pytree: str/bool/None-only fields are static."""
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)  # Loss.__eq__ compares arrays
     static = getattr(cls, "_static_fields", ())
@@ -55,14 +67,28 @@ LEVELS = ("entry", "example", "image", "batch")
 
 
 class Loss:
-    """Base of the callables: the call by level, the reduction, ``+`` and scalar ``*``."""
+    """Base of the callables: the call by level, the reduction, ``+`` and scalar ``*``.
+
+    Examples:
+      Every callable takes ``where``: a masked entry leaves the mean.
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.BinaryCrossEntropy()
+      >>> logits, labels = jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0])
+      >>> print(f"{float(loss_fn(logits, labels, where=jnp.array([True, False]))):.4f}")
+      0.6931
+    """
 
     _static_fields: tuple[str, ...] = ("reduction",)
     level: ClassVar[str] = "entry"
+    if TYPE_CHECKING:  # each callable is a dataclass (@_loss_dataclass)
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if "reduction" in self.__dataclass_fields__:
-            checks.check_reduction(self.reduction)
+            # The callables with a reduction have it as a field; the others skip this.
+            checks.check_reduction(self.reduction)  # type: ignore[attr-defined]
 
     def __eq__(self, other: Any) -> bool:
         if type(other) is not type(self):
@@ -74,11 +100,19 @@ class Loss:
     def __hash__(self) -> int:
         return hash((type(self), *(_key(getattr(self, f.name)) for f in dataclasses.fields(self))))
 
-    def loss(self, logits, labels, *, weights, where, axis_name) -> jax.Array:
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         """The functional form with this config: the loss at this callable's level."""
         raise NotImplementedError
 
-    def normalizer(self, logits, labels) -> jax.Array | None:
+    def normalizer(self, logits: ArrayLike, labels: ArrayLike) -> jax.Array | None:
         """What ``"mean"`` divides by, per example (level ``"example"``); None: 1 each."""
         return None
 
@@ -203,7 +237,19 @@ def _terms(loss: Loss) -> tuple[tuple[Any, Loss], ...]:
 
 @_loss_dataclass
 class SumOfLosses(Loss):
-    """``sum_k c_k loss_k(...)``: what ``+`` and ``*`` build from loss callables."""
+    """``sum_k c_k loss_k(...)``: what ``+`` and ``*`` build from loss callables.
+
+    Examples:
+      BCE plus half the poly-1 loss at logit 0, label 1: ``log 2 + (log 2 + 1/2) / 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.BinaryCrossEntropy() + 0.5 * bcejax.losses.Poly1Loss()
+      >>> type(loss_fn).__name__
+      'SumOfLosses'
+      >>> print(f"{float(loss_fn(jnp.array([0.0]), jnp.array([1.0]))):.4f}")
+      1.2897
+    """
 
     terms: tuple[tuple[Any, Loss], ...]
     _static_fields = ()
@@ -220,6 +266,16 @@ class BinaryCrossEntropy(Loss):
     ``from_logits=True``: :func:`bcejax.sigmoid_binary_cross_entropy`
     (PyTorch ``BCEWithLogitsLoss``); ``False``: :func:`bcejax.binary_cross_entropy`
     with ``eps`` (None: PyTorch ``BCELoss``; a float: Keras).
+
+    Examples:
+      The mean of ``log 2`` and ``log(1 + e^2)``, as
+      ``optax.sigmoid_binary_cross_entropy(logits, labels).mean()``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.BinaryCrossEntropy()
+      >>> print(f"{float(loss_fn(jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0]))):.4f}")
+      1.4100
     """
 
     from_logits: bool = True
@@ -229,7 +285,15 @@ class BinaryCrossEntropy(Loss):
     reduction: str = "mean"
     _static_fields = ("from_logits", "eps", "reduction")
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         common = dict(
             weights=weights, pos_weight=self.pos_weight, label_smoothing=self.label_smoothing
         )
@@ -244,6 +308,15 @@ class FocalLoss(Loss):
 
     Defaults ``alpha=0.25, gamma=2.0`` as in Lin et al. and torchvision; pass
     ``alpha=None`` for no class balancing (Keras' default).
+
+    Examples:
+      ``alpha (1 - p_t)**2 log 2`` at logit 0, label 1: ``0.25 * 0.25 * log 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.FocalLoss(alpha=0.25, gamma=2.0)
+      >>> print(f"{float(loss_fn(jnp.array([0.0]), jnp.array([1.0]))):.4f}")
+      0.0433
     """
 
     alpha: Any = 0.25
@@ -253,7 +326,15 @@ class FocalLoss(Loss):
     reduction: str = "mean"
     _static_fields = ("from_logits", "reduction")
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         fn = binary.sigmoid_focal_loss if self.from_logits else binary.binary_focal_loss
         return fn(
             logits,
@@ -267,14 +348,32 @@ class FocalLoss(Loss):
 
 @_loss_dataclass
 class AsymmetricLoss(Loss):
-    """Asymmetric loss for multi-label classification: :func:`bcejax.sigmoid_asymmetric_loss`."""
+    """Asymmetric loss for multi-label classification: :func:`bcejax.sigmoid_asymmetric_loss`.
+
+    Examples:
+      The mean of :func:`bcejax.sigmoid_asymmetric_loss`'s example, ``(0.6931 + 0.0245) / 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.AsymmetricLoss()
+      >>> print(f"{float(loss_fn(jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]))):.4f}")
+      0.3588
+    """
 
     gamma_pos: Any = 0.0
     gamma_neg: Any = 4.0
     clip: Any = 0.05
     reduction: str = "mean"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return binary.sigmoid_asymmetric_loss(
             logits,
             labels,
@@ -287,14 +386,32 @@ class AsymmetricLoss(Loss):
 
 @_loss_dataclass
 class Poly1Loss(Loss):
-    """Poly-1 loss from logits: :func:`bcejax.sigmoid_poly1_loss`."""
+    """Poly-1 loss from logits: :func:`bcejax.sigmoid_poly1_loss`.
+
+    Examples:
+      ``log 2 + 1/2`` at logit 0, label 1:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.Poly1Loss(epsilon=1.0)
+      >>> print(f"{float(loss_fn(jnp.array([0.0]), jnp.array([1.0]))):.4f}")
+      1.1931
+    """
 
     epsilon: Any = 1.0
     pos_weight: Any = None
     label_smoothing: Any = 0.0
     reduction: str = "mean"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return binary.sigmoid_poly1_loss(
             logits,
             labels,
@@ -316,6 +433,15 @@ class CategoricalCrossEntropy(Loss):
     summed class weights of the targets of the unmasked, non-ignored examples
     (their count without ``class_weights``; ``sum_c w_c y_c`` for soft labels),
     and gives 0 when there are none.
+
+    Examples:
+      Uniform logits over 3 classes: ``log 3``; the ignored example is left out of the mean:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.CategoricalCrossEntropy(ignore_index=-100)
+      >>> print(f"{float(loss_fn(jnp.zeros((2, 3)), jnp.array([0, -100]))):.4f}")
+      1.0986
     """
 
     label_smoothing: Any = 0.0
@@ -325,7 +451,15 @@ class CategoricalCrossEntropy(Loss):
     _static_fields = ("ignore_index", "reduction")
     level = "example"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         config = dict(
             label_smoothing=self.label_smoothing, class_weights=self.class_weights, where=where
         )
@@ -346,7 +480,7 @@ class CategoricalCrossEntropy(Loss):
             weights = jnp.where(jnp.asarray(where, bool), weights, 0)
         return loss * weights
 
-    def normalizer(self, logits, labels):
+    def normalizer(self, logits: ArrayLike, labels: ArrayLike) -> jax.Array:
         """The weight of each example's target: what ``mean`` divides by."""
         shape = jnp.shape(logits)[:-1]
         dtype = jnp.promote_types(jnp.result_type(logits), jnp.float32)
@@ -368,7 +502,7 @@ class CategoricalCrossEntropy(Loss):
 class _OverlapLoss(Loss):
     """A per-image loss: ``where`` masks pixels, ``weights`` weigh whole images."""
 
-    _static_fields = ("from_logits", "reduction")
+    _static_fields: tuple[str, ...] = ("from_logits", "reduction")
     level = "image"
 
 
@@ -387,13 +521,33 @@ def _image_weights(weights, shape):
 
 @_loss_dataclass
 class DiceLoss(_OverlapLoss):
-    """Soft Dice loss per image (:func:`bcejax.dice_loss`), averaged over the images."""
+    """Soft Dice loss per image (:func:`bcejax.dice_loss`), averaged over the images.
+
+    Examples:
+      The mean over the images of ``1/3`` (one false positive) and 0 (a perfect image):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # two images
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+      >>> loss_fn = bcejax.losses.DiceLoss(smooth=0.0, from_logits=False)
+      >>> print(f"{float(loss_fn(probs, masks)):.4f}")
+      0.1667
+    """
 
     smooth: Any = 1.0
     from_logits: bool = True
     reduction: str = "mean"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return segmentation.dice_loss(
             logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
         )
@@ -401,13 +555,33 @@ class DiceLoss(_OverlapLoss):
 
 @_loss_dataclass
 class JaccardLoss(_OverlapLoss):
-    """Soft Jaccard (IoU) loss per image (:func:`bcejax.jaccard_loss`), averaged."""
+    """Soft Jaccard (IoU) loss per image (:func:`bcejax.jaccard_loss`), averaged.
+
+    Examples:
+      The mean over the images of ``1/2`` (one false positive) and 0 (a perfect image):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # two images
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+      >>> loss_fn = bcejax.losses.JaccardLoss(smooth=0.0, from_logits=False)
+      >>> print(f"{float(loss_fn(probs, masks)):.4f}")
+      0.2500
+    """
 
     smooth: Any = 1.0
     from_logits: bool = True
     reduction: str = "mean"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return segmentation.jaccard_loss(
             logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
         )
@@ -415,7 +589,19 @@ class JaccardLoss(_OverlapLoss):
 
 @_loss_dataclass
 class TverskyLoss(_OverlapLoss):
-    """Tversky loss per image (:func:`bcejax.tversky_loss`), averaged over the images."""
+    """Tversky loss per image (:func:`bcejax.tversky_loss`), averaged over the images.
+
+    Examples:
+      ``alpha = beta = 1/2`` is Dice: the mean of ``1/3`` and 0:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # two images
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+      >>> loss_fn = bcejax.losses.TverskyLoss(alpha=0.5, beta=0.5, smooth=0.0, from_logits=False)
+      >>> print(f"{float(loss_fn(probs, masks)):.4f}")
+      0.1667
+    """
 
     alpha: Any = 0.3
     beta: Any = 0.7
@@ -423,7 +609,15 @@ class TverskyLoss(_OverlapLoss):
     from_logits: bool = True
     reduction: str = "mean"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return segmentation.tversky_loss(
             logits,
             labels,
@@ -441,6 +635,15 @@ class LovaszHinge(_OverlapLoss):
 
     ``per_image=False`` computes one loss over the whole batch, which takes no
     per-image ``weights``.
+
+    Examples:
+      One image with the hinge errors 0.5 (the foreground pixel) and 0:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.LovaszHinge()
+      >>> print(f"{float(loss_fn(jnp.array([[0.5, -1.0]]), jnp.array([[1.0, 0.0]]))):.4f}")
+      0.5000
     """
 
     per_image: bool = True
@@ -449,10 +652,18 @@ class LovaszHinge(_OverlapLoss):
     _static_fields = ("per_image", "from_logits", "reduction")
 
     @property
-    def level(self) -> str:
+    def level(self) -> str:  # type: ignore[override]  # a class constant in the other callables
         return "image" if self.per_image else "batch"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         if weights is not None:  # level "image" weighs images itself and passes None
             raise ValueError("LovaszHinge(per_image=False) is one loss per batch: drop weights")
         value = segmentation.lovasz_hinge(
@@ -470,6 +681,15 @@ class SoftFBetaLoss(Loss):
     weigh entries, and ``axis_name`` (inside ``shard_map``) makes the sums
     those of the global batch. It returns the batch's value; there is no
     reduction to choose.
+
+    Examples:
+      Logits 0: ``TP = FP = FN = 1/2``, so the soft F1 is 1/2:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss_fn = bcejax.losses.SoftFBetaLoss(beta=1.0)
+      >>> print(f"{float(loss_fn(jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]))):.4f}")
+      0.5000
     """
 
     beta: Any = 1.0
@@ -478,7 +698,15 @@ class SoftFBetaLoss(Loss):
     _static_fields = ("average",)
     level = "batch"
 
-    def loss(self, logits, labels, *, weights, where, axis_name):
+    def loss(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        weights: ArrayLike | None,
+        where: ArrayLike | None,
+        axis_name: AxisName | None,
+    ) -> jax.Array:
         return batch.soft_fbeta_loss(
             logits,
             labels,

@@ -27,7 +27,7 @@ accumulates the same metrics in a pytree of binned counts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,15 @@ def roc_auc(
     ``sample_weight``. Scores may be probabilities or logits: only their order
     matters. NaN when the labels hold one class only (scikit-learn warns and
     returns NaN).
+
+    Examples:
+      Three of the four positive-negative pairs are ordered right (scikit-learn's example):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> print(f"{float(bcejax.metrics.roc_auc(scores, labels)):.4f}")
+      0.7500
     """
     r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     return _auc_from_groups(r.tp, r.fp, r.tp_before, r.fp_before, r.is_last)
@@ -96,6 +105,15 @@ def average_precision(
 
     over the distinct scores in decreasing order (no interpolation). 0 when
     there is no positive (scikit-learn's value).
+
+    Examples:
+      ``(1/2) * 1 + (1/2) * (2/3)`` (scikit-learn's example):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> print(f"{float(bcejax.metrics.average_precision(scores, labels)):.4f}")
+      0.8333
     """
     r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     return _ap_from_groups(r.tp, r.fp, r.tp_before, r.is_last)
@@ -116,6 +134,14 @@ def roc_curve(
     point (masked ones at threshold ``-inf``): drawn, the curve is exactly
     scikit-learn's ``roc_curve(..., drop_intermediate=False)``, and its
     trapezoidal area is :func:`roc_auc`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> fpr, tpr, thresholds = bcejax.metrics.roc_curve(scores, labels)
+      >>> fpr.tolist(), tpr.tolist()
+      ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
     """
     r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     zero = jnp.zeros(1, r.tp.dtype)
@@ -140,6 +166,14 @@ def precision_recall_curve(
     zero-weight entries repeat a point, so the curve drawn is exactly scikit-learn's
     ``precision_recall_curve``, and ``-sum(diff(recall) * precision[:-1])``
     is :func:`average_precision`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> precision, recall, thresholds = bcejax.metrics.precision_recall_curve(scores, labels)
+      >>> [round(v, 4) for v in precision.tolist()], recall.tolist()
+      ([0.5, 0.6667, 0.5, 1.0, 1.0], [1.0, 1.0, 0.5, 0.5, 0.0])
     """
     r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     precision = safe_divide(r.tp, r.tp + r.fp)
@@ -163,7 +197,13 @@ def precision_recall_curve(
 # ---------------------------------------------------------------------------
 
 
-def _counts(scores, labels, threshold, sample_weight, where) -> ConfusionCounts:
+def _counts(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    threshold: ArrayLike,
+    sample_weight: ArrayLike | None,
+    where: ArrayLike | None,
+) -> ConfusionCounts:
     s, y, w, _ = prepare_scores(scores, labels, sample_weight, where)
     predicted = (s >= threshold).astype(s.dtype)
     tp = jnp.sum(w * y * predicted)
@@ -180,12 +220,52 @@ def confusion_matrix(
     sample_weight: ArrayLike | None = None,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    """Weighted counts ``[[tn, fp], [fn, tp]]`` (scikit-learn's layout), float."""
+    """Weighted counts ``[[tn, fp], [fn, tp]]`` (scikit-learn's layout), float.
+
+    Examples:
+      Only 0.8 is ``>= 0.5``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> bcejax.metrics.confusion_matrix(scores, labels).tolist()
+      [[2.0, 0.0], [1.0, 1.0]]
+    """
     c = _counts(scores, labels, threshold, sample_weight, where)
     return jnp.stack([jnp.stack([c.tn, c.fp]), jnp.stack([c.fn, c.tp])])
 
 
-def _threshold_metric(name: str, doc: str):
+class _ThresholdMetric(Protocol):
+    """The signature of the metrics that :func:`_threshold_metric` makes."""
+
+    def __call__(
+        self,
+        scores: ArrayLike,
+        labels: ArrayLike,
+        *,
+        threshold: ArrayLike = ...,
+        sample_weight: ArrayLike | None = ...,
+        where: ArrayLike | None = ...,
+    ) -> jax.Array: ...
+
+
+# The example of each threshold metric, on scikit-learn's four scores.
+_THRESHOLD_EXAMPLE = """
+    Examples:
+      At the threshold 0.5 only the score 0.8 is predicted positive: ``tp = 1``,
+      ``fp = 0``, ``fn = 1``, ``tn = 2``; {hint}:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> print(f"{{float(bcejax.metrics.{name}(scores, labels)):.4f}}")
+      {value}
+"""
+
+
+def _threshold_metric(name: str, doc: str, example: tuple[str, str]) -> _ThresholdMetric:
+    """The metric ``name`` of the confusion counts; ``example`` is ``(hint, value)``."""
+
     def metric(
         scores: ArrayLike,
         labels: ArrayLike,
@@ -196,30 +276,50 @@ def _threshold_metric(name: str, doc: str):
     ) -> jax.Array:
         return rates_from_counts(_counts(scores, labels, threshold, sample_weight, where))[name]
 
+    hint, value = example
     metric.__name__ = metric.__qualname__ = name
-    metric.__doc__ = doc + "\n\n    Predicts positive where ``scores >= threshold``.\n"
+    metric.__doc__ = (
+        doc
+        + "\n\n    Predicts positive where ``scores >= threshold``.\n"
+        + _THRESHOLD_EXAMPLE.format(name=name, hint=hint, value=value)
+    )
     return metric
 
 
-accuracy = _threshold_metric("accuracy", "Weighted fraction of correct predictions.")
-precision = _threshold_metric(
-    "precision", "``tp / (tp + fp)``; 0 with no predicted positive (scikit-learn's default)."
+accuracy = _threshold_metric(
+    "accuracy",
+    "Weighted fraction of correct predictions.",
+    ("``(tp + tn) / 4``", "0.7500"),
 )
-recall = _threshold_metric("recall", "``tp / (tp + fn)``; 0 with no positive label.")
+precision = _threshold_metric(
+    "precision",
+    "``tp / (tp + fp)``; 0 with no predicted positive (scikit-learn's default).",
+    ("``tp / (tp + fp) = 1``", "1.0000"),
+)
+recall = _threshold_metric(
+    "recall",
+    "``tp / (tp + fn)``; 0 with no positive label.",
+    ("``tp / (tp + fn) = 1/2``", "0.5000"),
+)
 f1_score = _threshold_metric(
     "f1_score",
     "``2 tp / (2 tp + fp + fn)``, the harmonic mean of precision and recall; 0 if empty.",
+    ("``2 tp / (2 tp + fp + fn) = 2/3``", "0.6667"),
 )
 balanced_accuracy = _threshold_metric(
     "balanced_accuracy",
     "The mean of the recalls of the classes present in the labels (scikit-learn's).",
+    ("the recalls are 1/2 (positives) and 1 (negatives)", "0.7500"),
 )
 matthews_corrcoef = _threshold_metric(
     "matthews_corrcoef",
     "``(tp tn - fp fn) / sqrt((tp + fp)(tp + fn)(tn + fp)(tn + fn))``; 0 when a factor is 0.",
+    ("``2 / sqrt(1 * 2 * 2 * 3)``", "0.5774"),
 )
 iou_score = _threshold_metric(
-    "iou_score", "Intersection over union ``tp / (tp + fp + fn)`` (scikit-learn's jaccard_score)."
+    "iou_score",
+    "Intersection over union ``tp / (tp + fp + fn)`` (scikit-learn's jaccard_score).",
+    ("``tp / (tp + fp + fn) = 1/2``", "0.5000"),
 )
 
 
@@ -234,6 +334,15 @@ def dice_score(
     """Dice coefficient ``2 tp / (2 tp + fp + fn)`` over all entries (equal to F1); 0 if empty.
 
     Predicts positive where ``scores >= threshold``.
+
+    Examples:
+      ``tp = 1``, ``fp = 0``, ``fn = 1`` at the threshold 0.5:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> print(f"{float(bcejax.metrics.dice_score(scores, labels)):.4f}")
+      0.6667
     """
     return f1_score(scores, labels, threshold=threshold, sample_weight=sample_weight, where=where)
 
@@ -250,6 +359,15 @@ def fbeta_score(
     """F-beta ``(1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp)``: recall weighs ``beta`` times more.
 
     0 when the denominator is 0. Predicts positive where ``scores >= threshold``.
+
+    Examples:
+      ``tp = 1``, ``fp = 0``, ``fn = 1`` at the threshold 0.5: ``5 / (5 + 4)``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
+      >>> print(f"{float(bcejax.metrics.fbeta_score(scores, labels, beta=2.0)):.4f}")
+      0.5556
     """
     checks.check_nonnegative(beta, "beta")
     c = _counts(scores, labels, threshold, sample_weight, where)
@@ -271,7 +389,13 @@ class _Probabilities(NamedTuple):
     w: jax.Array
 
 
-def _probabilities(scores, labels, sample_weight, where, from_logits) -> _Probabilities:
+def _probabilities(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    sample_weight: ArrayLike | None,
+    where: ArrayLike | None,
+    from_logits: bool,
+) -> _Probabilities:
     """``p``, ``log p`` and ``log(1 - p)``: from logits exactly, from probabilities clipped.
 
     Probabilities are clipped to ``[eps, 1 - eps]`` (eps of their dtype) before
@@ -302,6 +426,15 @@ def log_loss(
     Probabilities are clipped to ``[eps, 1 - eps]`` as scikit-learn clips
     them; with ``from_logits=True`` the loss is computed from the logits
     exactly, with nothing to clip.
+
+    Examples:
+      ``-(log 0.9 + log 0.8) / 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.metrics.log_loss(jnp.array([0.9, 0.2]), jnp.array([1, 0]))
+      >>> print(f"{float(loss):.4f}")
+      0.1643
     """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     return safe_divide(_log_loss_sum(q), jnp.sum(q.w), jnp.nan)
@@ -319,7 +452,17 @@ def brier_score(
     sample_weight: ArrayLike | None = None,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    """Weighted mean of ``(p - y)^2``, as scikit-learn's ``brier_score_loss``."""
+    """Weighted mean of ``(p - y)^2``, as scikit-learn's ``brier_score_loss``.
+
+    Examples:
+      ``(0.1**2 + 0.2**2) / 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> score = bcejax.metrics.brier_score(jnp.array([0.9, 0.2]), jnp.array([1, 0]))
+      >>> print(f"{float(score):.4f}")
+      0.0250
+    """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     return safe_divide(jnp.sum(q.w * jnp.square(q.p - q.y)), jnp.sum(q.w), jnp.nan)
 
@@ -328,6 +471,14 @@ class ReliabilityDiagram(NamedTuple):
     """Per bin: the fraction of positives, the mean probability, the weight; and the edges.
 
     Empty bins have weight 0 and NaN means.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs, labels = jnp.array([0.1, 0.3, 0.7, 0.9]), jnp.array([0, 1, 1, 1])
+      >>> diagram = bcejax.metrics.reliability_diagram(probs, labels, n_bins=2)
+      >>> diagram.weight.tolist(), diagram.edges.tolist()
+      ([2.0, 2.0], [0.0, 0.5, 1.0])
     """
 
     prob_true: jax.Array
@@ -336,7 +487,7 @@ class ReliabilityDiagram(NamedTuple):
     edges: jax.Array
 
 
-def _bin_edges(n_bins: int, dtype) -> np.ndarray:
+def _bin_edges(n_bins: int, dtype: np.dtype) -> np.ndarray:
     """Equal-width edges, each rounded down to ``dtype``.
 
     A probability ``p`` of ``dtype`` is above the float64 edge ``e`` exactly
@@ -372,6 +523,18 @@ def reliability_diagram(
     Bin ``k`` holds the probabilities in ``(k / n, (k + 1) / n]`` (the first
     also holds 0), as ``calibration_curve(strategy="uniform")`` bins them; for
     the bins with weight, ``(prob_true, prob_pred)`` are its two outputs.
+
+    Examples:
+      Bin ``(0, 1/2]`` holds 0.1 and 0.3 (one positive), bin ``(1/2, 1]`` 0.7 and 0.9:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs, labels = jnp.array([0.1, 0.3, 0.7, 0.9]), jnp.array([0, 1, 1, 1])
+      >>> diagram = bcejax.metrics.reliability_diagram(probs, labels, n_bins=2)
+      >>> [round(v, 4) for v in diagram.prob_true.tolist()]
+      [0.5, 1.0]
+      >>> [round(v, 4) for v in diagram.prob_pred.tolist()]
+      [0.2, 0.8]
     """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     positive, predicted, weight, edges = _bin_sums(q.p, q.y, q.w, n_bins)
@@ -398,6 +561,16 @@ def expected_calibration_error(
 
     with the bins of :func:`reliability_diagram` (scikit-learn's
     ``calibration_curve``), weighted by ``sample_weight``.
+
+    Examples:
+      Bins of :func:`reliability_diagram`'s example: ``(2 |0.5 - 0.2| + 2 |1 - 0.8|) / 4``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs, labels = jnp.array([0.1, 0.3, 0.7, 0.9]), jnp.array([0, 1, 1, 1])
+      >>> ece = bcejax.metrics.expected_calibration_error(probs, labels, n_bins=2)
+      >>> print(f"{float(ece):.4f}")
+      0.2500
     """
     q = _probabilities(probs, labels, sample_weight, where, from_logits)
     positive, predicted, weight, _ = _bin_sums(q.p, q.y, q.w, n_bins)
@@ -432,6 +605,18 @@ class StreamingBinaryMetrics:
     ``threshold`` (default 0.5 for probabilities, 0 for logits) decides the
     predictions; ``ece_bins`` are the calibration bins. Inside ``shard_map``
     or ``pmap``, :meth:`reduce` sums the state over devices.
+
+    Examples:
+      Two batches, counted one after the other, give the metrics of both:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> state = bcejax.metrics.StreamingBinaryMetrics.empty()
+      >>> state = state.update(jnp.array([0.1, 0.4]), jnp.array([0, 0]))
+      >>> state = state.update(jnp.array([0.35, 0.8]), jnp.array([1, 1]))
+      >>> metrics = state.compute()
+      >>> print(f"{float(metrics['accuracy']):.4f} {float(metrics['roc_auc']):.4f}")
+      0.7500 0.7500
     """
 
     positive_hist: jax.Array
@@ -469,7 +654,8 @@ class StreamingBinaryMetrics:
         def zeros(n):
             return jnp.zeros(n, dtype)
 
-        return cls(
+        # mypy gives the starred sums every remaining field: "too many arguments".
+        return cls(  # type: ignore[call-arg]
             zeros(num_bins),
             zeros(num_bins),
             zeros(ece_bins),
@@ -512,7 +698,7 @@ class StreamingBinaryMetrics:
         )
         return self._add(positive_hist, negative_hist, *ece, *sums)
 
-    def _add(self, *counts) -> StreamingBinaryMetrics:
+    def _add(self, *counts: ArrayLike) -> StreamingBinaryMetrics:
         new = {
             name: getattr(self, name) + jnp.asarray(count).astype(getattr(self, name).dtype)
             for name, count in zip(_COUNT_FIELDS, counts, strict=True)
@@ -581,7 +767,13 @@ _SUM_FIELDS = (
     "positives",
     "count",
 )
-_COUNT_FIELDS = ("positive_hist", "negative_hist", "ece_positive", "ece_predicted", "ece_weight")
+_COUNT_FIELDS: tuple[str, ...] = (
+    "positive_hist",
+    "negative_hist",
+    "ece_positive",
+    "ece_predicted",
+    "ece_weight",
+)
 _COUNT_FIELDS += _SUM_FIELDS
 jax.tree_util.register_dataclass(
     StreamingBinaryMetrics,

@@ -21,7 +21,7 @@ from jax.typing import ArrayLike
 from bcejax import _common, _softmax, binary, checks
 
 
-def _class_axes(axis, ndim: int) -> tuple[int, ...]:
+def _class_axes(axis: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
     """The class axes as a tuple of non-negative ints, in the given order (flat labels)."""
     axes = (axis,) if isinstance(axis, int) else axis
     if not isinstance(axes, tuple) or not axes:
@@ -142,6 +142,17 @@ def softmax_cross_entropy(
       The loss per example: the logits' shape without the class axes, in the
       dtype of ``logits``.
 
+    Examples:
+      Uniform logits over 3 classes give ``log 3``; ``log(1 + 2 e^{-2})`` when the
+      target's logit is 2 (as ``optax.softmax_cross_entropy``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits = jnp.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+      >>> loss = bcejax.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.0986, 0.2395]
+
     References:
       Szegedy et al., Rethinking the Inception Architecture for Computer
       Vision, CVPR 2016 (label smoothing), https://arxiv.org/abs/1512.00567
@@ -239,6 +250,19 @@ def softmax_cross_entropy_with_integer_labels(
 
     Returns:
       The loss per example, of the batch shape, in the dtype of ``logits``.
+
+    Examples:
+      ``log 3`` and ``log(1 + 2 e^{-2})``, as ``optax.softmax_cross_entropy_with_integer_labels``;
+      an ignored example gives 0:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits = jnp.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+      >>> loss = bcejax.softmax_cross_entropy_with_integer_labels(
+      ...     logits, jnp.array([0, 0, -100]), ignore_index=-100
+      ... )
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.0986, 0.2395, 0.0]
     """
     logits = checks.check_float(logits, "logits")
     x, mask, axes, dtype = _prepare(logits, axis, where)
@@ -309,6 +333,15 @@ def softmax_focal_loss(
 
     Returns:
       The loss per example, of the batch shape, in the dtype of ``logits``.
+
+    Examples:
+      Two equal logits: ``p_t = 1/2``, so ``(1/2)**2 log 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.softmax_focal_loss(jnp.array([[0.0, 0.0]]), jnp.array([0]), gamma=2.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.1733]
 
     References:
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017,
@@ -389,6 +422,16 @@ def poly_loss_cross_entropy(
     Returns:
       The loss per example, in the dtype of ``logits``.
 
+    Examples:
+      ``log 2 + 2 (1 - 1/2)`` (as ``optax.losses.poly_loss_cross_entropy``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> logits, labels = jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]])
+      >>> loss = bcejax.poly_loss_cross_entropy(logits, labels, epsilon=2.0)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.6931]
+
     References:
       Leng et al., PolyLoss: A Polynomial Expansion Perspective of
       Classification Loss Functions, ICLR 2022, https://arxiv.org/abs/2204.12511
@@ -426,6 +469,15 @@ def hinge_loss(predictor_outputs: ArrayLike, targets: ArrayLike) -> jax.Array:
 
     Returns:
       The elementwise loss, in the dtype of ``predictor_outputs``.
+
+    Examples:
+      ``max(0, 1 - t s)`` (as ``optax.losses.hinge_loss``):
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.hinge_loss(jnp.array([0.5, -2.0, 3.0]), jnp.array([1, 1, -1]))
+      >>> loss.tolist()
+      [0.5, 3.0, 4.0]
     """
     scores = checks.check_float(predictor_outputs, "predictor_outputs")
     targets = jnp.asarray(targets)

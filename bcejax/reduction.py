@@ -49,6 +49,16 @@ def reduce_loss(
     Returns:
       The reduced loss in the dtype of ``loss``; sums accumulate in float32
       (float64 for float64 input).
+
+    Examples:
+      The masked entry leaves the mean: ``(1 + 2 + 4) / 3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss, mask = jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([True, True, False, True])
+      >>> mean = bcejax.reduce_loss(loss, "mean", where=mask)
+      >>> print(f"{float(mean):.4f}")
+      2.3333
     """
     checks.check_reduction(reduction)
     loss = checks.check_float(loss, "loss")
@@ -80,9 +90,9 @@ def reduce_loss(
     return (total / jnp.maximum(count, 1)).astype(dtype)
 
 
-def _size(shape: tuple[int, ...], axis) -> int:
+def _size(shape: tuple[int, ...], axis: int | tuple[int, ...] | None) -> int:
     if axis is None:
-        axes = range(len(shape))
+        axes: Sequence[int] = range(len(shape))
     else:
         axes = (axis,) if isinstance(axis, int) else axis
     size = 1

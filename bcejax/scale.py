@@ -27,7 +27,13 @@ from jax.typing import ArrayLike
 from bcejax import _common, _linear_head, binary, checks
 
 
-def _pair_losses(x, y, logit_scale, logit_bias, positive_diagonal: bool):
+def _pair_losses(
+    x: jax.Array,
+    y: jax.Array,
+    logit_scale: jax.Array,
+    logit_bias: jax.Array,
+    positive_diagonal: bool,
+) -> jax.Array:
     """Summed BCE of the block ``logit_scale * x @ y.T + logit_bias`` (diagonal +1 if asked)."""
     logits = logit_scale * (x @ y.T) + logit_bias
     if positive_diagonal:
@@ -76,6 +82,18 @@ def sigmoid_contrastive_loss(
     Returns:
       The loss, a scalar in the embeddings' dtype (computed in float32 at least).
 
+    Examples:
+      Orthonormal pairs, ``t = 1``, ``b = 0``: two positives at logit 1 and two
+      negatives at logit 0, ``(2 log(1 + e^{-1}) + 2 log 2) / 2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.sigmoid_contrastive_loss(
+      ...     jnp.eye(2), jnp.eye(2), logit_scale=1.0, logit_bias=0.0
+      ... )
+      >>> print(f"{float(loss):.4f}")
+      1.0064
+
     References:
       Zhai et al., Sigmoid Loss for Language Image Pre-Training, ICCV 2023,
       https://arxiv.org/abs/2303.15343
@@ -104,7 +122,7 @@ def sigmoid_contrastive_loss(
     return (total / (x.shape[0] * devices)).astype(dtype)
 
 
-def _axis_names(axis_name) -> tuple[Hashable, ...] | None:
+def _axis_names(axis_name: Hashable | tuple[Hashable, ...] | None) -> tuple[Hashable, ...] | None:
     if axis_name is None:
         return None
     return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
@@ -220,6 +238,18 @@ def sigmoid_binary_cross_entropy_with_linear(
     Returns:
       The reduced loss, a scalar in the dtype of ``features @ weight`` (float32
       at least inside).
+
+    Examples:
+      The logits ``features @ weight`` are ``[[1, -1], [1, -1]]``, every one on the right
+      side of its label: the mean is ``log(1 + e^{-1})``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> features, weight = jnp.ones((2, 2)), jnp.array([[1.0, 0.0], [0.0, -1.0]])
+      >>> labels = jnp.array([[1.0, 0.0], [1.0, 0.0]])
+      >>> loss = bcejax.sigmoid_binary_cross_entropy_with_linear(features, weight, None, labels)
+      >>> print(f"{float(loss):.4f}")
+      0.3133
     """
     axes = _axis_names(axis_name)
     shards = 1 if axes is None else jax.lax.axis_size(axes)
@@ -381,6 +411,17 @@ def softmax_cross_entropy_with_linear(
     Returns:
       The loss: a scalar, or ``(tokens,)`` with ``"none"``, in the dtype of
       ``features @ weight``.
+
+    Examples:
+      Zero logits over a vocabulary of 8 give ``log 8``; the padding token is ignored:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> features, weight = jnp.zeros((2, 4)), jnp.zeros((4, 8))
+      >>> labels = jnp.array([3, -100])
+      >>> loss = bcejax.softmax_cross_entropy_with_linear(features, weight, None, labels)
+      >>> print(f"{float(loss):.4f}")
+      2.0794
 
     References:
       Wijmans et al., Cut Your Losses in Large-Vocabulary Language Models,

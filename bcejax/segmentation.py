@@ -124,6 +124,17 @@ def dice_loss(
     Returns:
       The loss per image, shape ``(batch,)``, in the dtype of ``logits``.
 
+    Examples:
+      ``(FP + FN) / (2 TP + FP + FN) = 1/3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0]])  # one image of 4 pixels
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0]])  # TP = 1, FP = 1, FN = 0
+      >>> loss = bcejax.dice_loss(probs, masks, smooth=0.0, from_logits=False)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.3333]
+
     References:
       Milletari et al., V-Net: Fully Convolutional Neural Networks for
       Volumetric Medical Image Segmentation, 3DV 2016,
@@ -157,6 +168,16 @@ def jaccard_loss(
 
     Returns:
       The loss per image, shape ``(batch,)``, in the dtype of ``logits``.
+
+    Examples:
+      ``(FP + FN) / (TP + FP + FN) = 1/2``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0]])  # one image of 4 pixels
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0]])  # TP = 1, FP = 1, FN = 0
+      >>> bcejax.jaccard_loss(probs, masks, smooth=0.0, from_logits=False).tolist()
+      [0.5]
 
     References:
       Rahman and Wang, Optimizing Intersection-Over-Union in Deep Neural
@@ -199,6 +220,17 @@ def tversky_loss(
 
     Returns:
       The loss per image, shape ``(batch,)``, in the dtype of ``logits``.
+
+    Examples:
+      ``0.3 FP / (TP + 0.3 FP + 0.7 FN) = 0.3 / 1.3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0]])  # one image of 4 pixels
+      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0]])  # TP = 1, FP = 1, FN = 0
+      >>> loss = bcejax.tversky_loss(probs, masks, smooth=0.0, from_logits=False)
+      >>> [round(v, 4) for v in loss.tolist()]
+      [0.2308]
 
     References:
       Salehi et al., Tversky loss function for image segmentation using 3D
@@ -253,6 +285,15 @@ def lovasz_hinge(
       The loss per image, shape ``(batch,)`` (a scalar if not ``per_image``),
       in the dtype of ``logits``.
 
+    Examples:
+      Hinge errors ``1 - 0.5 = 0.5`` (the foreground pixel) and ``1 - 1 = 0``; the
+      first increment of the Jaccard loss is 1:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> bcejax.lovasz_hinge(jnp.array([[0.5, -1.0]]), jnp.array([[1.0, 0.0]])).tolist()
+      [0.5]
+
     References:
       Berman et al., The Lovász-Softmax loss: A tractable surrogate for the
       optimization of the intersection-over-union measure in neural networks,
@@ -305,6 +346,16 @@ def sigmoid_bce_dice_loss(
 
     Returns:
       The loss per image, shape ``(batch,)``, in the dtype of ``logits``.
+
+    Examples:
+      Logits 0: the BCE is ``log 2``, and Dice with ``TP = FP = FN = 1/2``,
+      ``s = 1`` is ``1 / 3``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> loss = bcejax.sigmoid_bce_dice_loss(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]]))
+      >>> [round(v, 4) for v in loss.tolist()]
+      [1.0265]
 
     References:
       Isensee et al., nnU-Net: a self-configuring method for deep

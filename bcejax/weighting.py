@@ -19,6 +19,13 @@ def smooth_binary_labels(labels: ArrayLike, alpha: ArrayLike) -> jax.Array:
 
     The binary form of Szegedy et al. 2016's label smoothing, as Keras'
     ``label_smoothing`` argument; ``alpha`` in ``[0, 1)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> smoothed = bcejax.smooth_binary_labels(jnp.array([0.0, 1.0]), 0.1)
+      >>> [round(v, 4) for v in smoothed.tolist()]
+      [0.05, 0.95]
     """
     checks.check_label_smoothing(alpha)
     y = _float(labels)
@@ -43,6 +50,15 @@ def pos_weight_from_labels(
 
     Returns:
       Float array of per-class weights, ``labels`` reduced over ``axis``.
+
+    Examples:
+      Class 0 has 1 positive and 3 negatives, class 1 has 2 of each:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> labels = jnp.array([[1, 0], [0, 0], [0, 1], [0, 1]])
+      >>> bcejax.pos_weight_from_labels(labels).tolist()
+      [3.0, 1.0]
     """
     y = _float(labels)
     y = checks.check_labels(y)
@@ -73,6 +89,15 @@ def inverse_frequency_weights(counts: ArrayLike) -> jax.Array:
 
     Returns:
       Float array of shape ``(K,)``.
+
+    Examples:
+      ``40 / (2 * 30)`` and ``40 / (2 * 10)``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> weights = bcejax.inverse_frequency_weights(jnp.array([30, 10]))
+      >>> [round(v, 4) for v in weights.tolist()]
+      [0.6667, 2.0]
     """
     counts = _counts(counts)
     safe = jnp.where(counts > 0, counts, 1)
@@ -97,6 +122,15 @@ def class_balanced_weights(counts: ArrayLike, beta: ArrayLike = 0.999) -> jax.Ar
 
     Returns:
       Float array of shape ``(K,)``.
+
+    Examples:
+      ``E = (1 - 0.9**30) / 0.1 = 9.576`` and ``(1 - 0.9**10) / 0.1 = 6.513``:
+
+      >>> import jax.numpy as jnp
+      >>> import bcejax
+      >>> weights = bcejax.class_balanced_weights(jnp.array([30, 10]), beta=0.9)
+      >>> [round(v, 4) for v in weights.tolist()]
+      [0.8096, 1.1904]
 
     References:
       Cui et al., Class-Balanced Loss Based on Effective Number of Samples,
