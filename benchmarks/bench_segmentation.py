@@ -2,7 +2,9 @@
 
 The plain composition is what a user writes by hand: optax's sigmoid BCE
 averaged over each image's pixels plus a soft Dice from ``jax.nn.sigmoid``.
-Round-robin timing, medians, ratios measured in the same run. Run:
+The floor is one pass over the same bytes: read the logits and the masks, write
+a gradient (``value_and_grad`` of the mean of their product). Round-robin
+timing, medians, ratios measured in the same run. Run:
 
     python benchmarks/bench_segmentation.py [--batch 32] [--size 256] [--repeats 21]
 """
@@ -44,10 +46,14 @@ def main() -> None:
     x = jax.random.normal(key_x, shape, jnp.float32) * 3
     y = (jax.random.uniform(key_y, shape) < 0.1).astype(jnp.float32)  # a small foreground
     plain = "plain jnp: optax BCE mean per image + soft Dice"
+    floor = "floor: read the logits and masks, write the gradient"
     rows = {
+        floor: (lambda x, y: x * y, None),
         plain: (plain_bce_dice, None),
         "bcejax sigmoid_bce_dice_loss": (bcejax.sigmoid_bce_dice_loss, plain),
         "bcejax dice_loss": (bcejax.dice_loss, plain),
+        # The BCE term alone: how close to the floor the exps and logs let any of these get.
+        "bcejax sigmoid_binary_cross_entropy alone": (bcejax.sigmoid_binary_cross_entropy, plain),
         "bcejax lovasz_hinge": (bcejax.lovasz_hinge, plain),
     }
     calls = {
@@ -57,6 +63,9 @@ def main() -> None:
     medians = harness.round_robin(calls, args.repeats)
     print(f"value_and_grad(mean loss), images {shape} float32")
     results = harness.table(medians, {name: base for name, (_, base) in rows.items()})
+    for row in results:
+        row["fraction_of_floor"] = medians[floor] / (row["median_ms"] / 1e3)
+        print(f"{row['name']}: {row['fraction_of_floor']:.2f} of the floor")
     fields = {
         "benchmark": "segmentation value_and_grad of the mean per-image loss",
         "shape": list(shape),

@@ -1,4 +1,4 @@
-"""The device check runs as the README says, on whatever device JAX finds (here the CPU)."""
+"""The benchmarks run as the README says, on whatever device JAX finds (here the CPU)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,43 @@ def test_device_check_writes_the_table_json_and_plot(tmp_path):
         (d, c) for d in ("float32", "bfloat16") for c in ("materialized", "bcejax fused")
     }
     assert "linear head" in result.stdout
+
+
+def _run_benchmark(script, *args, out):
+    result = subprocess.run(
+        [sys.executable, script, *args, "--repeats", "1", "--out", str(out)],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = out.glob("*.json")
+    return json.loads(record.read_text())["results"]
+
+
+@pytest.mark.slow
+def test_binary_benchmark_has_every_option_row_in_both_layouts(tmp_path):
+    rows = _run_benchmark("bench_binary.py", "--log2-size", "10", out=tmp_path)
+    shapes = {tuple(row["shape"]) for row in rows}
+    assert shapes == {(1024,), (64, 16)}
+    names = {row["name"] for row in rows}
+    assert sum("(in step)" in name for name in names) == 3
+    for option in ("pos_weight (per class)", "(per example, (N, 1))", "(per class, broadcast)"):
+        assert any(option in name for name in names), option
+    focal = [row for row in rows if row["name"].startswith("bcejax sigmoid_focal_loss")]
+    assert len(focal) == 4 and all(row["baseline"].startswith("optax") for row in focal)
+
+
+@pytest.mark.slow
+def test_softmax_and_segmentation_benchmarks_report_their_floor(tmp_path):
+    softmax = _run_benchmark("bench_softmax.py", "--shapes", "64x10", out=tmp_path / "softmax")
+    bcejax_rows = [row for row in softmax if row["name"].startswith("bcejax")]
+    assert len(bcejax_rows) == 6
+    assert all(row["baseline"].startswith("optax") for row in bcejax_rows)
+    assert all(row["fraction_of_floor"] > 0 for row in softmax)
+    images = _run_benchmark(
+        "bench_segmentation.py", "--batch", "2", "--size", "16", out=tmp_path / "segmentation"
+    )
+    assert {row["name"] for row in images} >= {"bcejax sigmoid_bce_dice_loss", "bcejax dice_loss"}
+    assert all(row["fraction_of_floor"] > 0 for row in images)
