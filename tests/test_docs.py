@@ -90,5 +90,7 @@ def test_the_pages_hold_the_readme_the_notebook_and_the_math(site):
     assert "sigmoid_binary_cross_entropy" in tour
     notebook = (out / "examples" / "quickstart.html").read_text()
     assert "BCEJAX_SOURCE" in notebook
+    # Its stored outputs: the metrics table and the plots.
+    assert "ROC-AUC" in notebook and "<img" in notebook
     api = (out / "api" / "bcejax.binary.html").read_text()
     assert 'class="math' in api and "mathjax" in api.lower()
