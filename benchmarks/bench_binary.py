@@ -46,6 +46,10 @@ def _option_rows(shape, w, pw):
         "+ weights = where(y > 0, 2, 0.5) (in step)": lambda x, y, w, pw: _bce(
             x, y, weights=jnp.where(y > 0, 2.0, 0.5)
         ),
+        # The same loss as the row above, its label-dependent weights folded into scalars.
+        "+ pos_weight 4 + weights 0.5 (where(y > 0, 2, 0.5) folded)": lambda x, y, w, pw: _bce(
+            x, y, pos_weight=4.0, weights=0.5
+        ),
         "+ pos_weight 3 + label_smoothing 0.1 + weights (input)": lambda x, y, w, pw: _bce(
             x, y, weights=w, pos_weight=3.0, label_smoothing=0.1
         ),

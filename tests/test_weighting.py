@@ -62,3 +62,16 @@ def test_class_balanced_weights():
         bcejax.class_balanced_weights(np.ones((2, 2)))
     with pytest.raises(ValueError, match="beta must be"):
         bcejax.class_balanced_weights(counts, 1.5)
+
+
+def test_weights_that_depend_on_the_label_are_a_pos_weight():
+    # The README's advice for weights computed from hard labels in a training step:
+    # w = a y + b (1 - y) is pos_weight a / b with weights b, without an array of weights.
+    x = jax.random.normal(jax.random.key(0), (64, 16), dtype=np.float64) * 4
+    y = (jax.random.uniform(jax.random.key(1), (64, 16)) < 0.3).astype(np.float64)
+    per_class = np.linspace(0.5, 2.0, 16)
+    computed = bcejax.sigmoid_binary_cross_entropy(
+        x, y, weights=np.where(y > 0, 2.0 * per_class, 0.5)
+    )
+    folded = bcejax.sigmoid_binary_cross_entropy(x, y, pos_weight=4.0 * per_class, weights=0.5)
+    np.testing.assert_allclose(folded, computed, rtol=1e-12)
