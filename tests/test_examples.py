@@ -220,6 +220,42 @@ def test_quickstart_notebook_runs(monkeypatch):
         assert float(row["ECE, temperature-scaled"]) < 0.1
 
 
+@pytest.mark.parametrize(
+    ("source", "requirement"),
+    [
+        ("..", "..[examples]"),  # from examples/ in a clone
+        ("git+https://example.org/bcejax", "bcejax[examples] @ git+https://example.org/bcejax"),
+        ("bcejax", "bcejax[examples]"),
+        ("/", None),  # what ".." is on Colab: not a clone
+        ("missing.whl", None),
+    ],
+)
+def test_the_notebook_install_cell_installs_from_its_source(monkeypatch, source, requirement):
+    """The install cell as on a fresh runtime (bcejax not importable), pip replaced."""
+    import importlib.util
+
+    notebook = json.loads((ROOT / "examples" / "quickstart.ipynb").read_text())
+    code = "".join(next(c for c in notebook["cells"] if c["cell_type"] == "code")["source"])
+    assert code.startswith('BCEJAX_SOURCE = ".."')
+    code = code.replace('BCEJAX_SOURCE = ".."', f"BCEJAX_SOURCE = {source!r}", 1)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bcejax" else find_spec(name, *a),
+    )
+    installed = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: installed.append(command[-1]))
+    monkeypatch.chdir(ROOT / "examples")
+    if requirement is None:
+        with pytest.raises(FileNotFoundError, match="not a bcejax clone or a wheel file"):
+            exec(compile(code, "quickstart.ipynb", "exec"), {})
+        assert installed == []
+    else:
+        exec(compile(code, "quickstart.ipynb", "exec"), {})
+        assert installed == [requirement]
+
+
 def test_segmentation_quick(tmp_path):
     run_example("segmentation", tmp_path, "--quick")
     metrics = read_metrics(tmp_path)
