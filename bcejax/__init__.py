@@ -43,6 +43,7 @@ from bcejax.weighting import (
     smooth_binary_labels,
 )
 
+#: The version of this package (PEP 440).
 __version__ = "0.1.0"
 
 __all__ = [

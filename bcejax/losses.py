@@ -653,6 +653,7 @@ class LovaszHinge(_OverlapLoss):
 
     @property
     def level(self) -> str:  # type: ignore[override]  # a class constant in the other callables
+        """``"image"`` with ``per_image`` (one loss per image), else ``"batch"`` (one in all)."""
         return "image" if self.per_image else "batch"
 
     def loss(

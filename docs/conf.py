@@ -36,7 +36,6 @@ exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 
 # The API reference: Google-style docstrings, signatures as written in the code.
 autodoc_member_order = "bysource"
-autodoc_inherit_docstrings = False  # else a property without a docstring shows str.__doc__
 autodoc_typehints = "signature"
 autodoc_type_aliases = {"ArrayLike": "ArrayLike"}  # jax.typing.ArrayLike, not its members
 autosummary_generate = False

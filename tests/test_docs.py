@@ -92,5 +92,7 @@ def test_the_pages_hold_the_readme_the_notebook_and_the_math(site):
     assert "BCEJAX_SOURCE" in notebook
     # Its stored outputs: the metrics table and the plots.
     assert "ROC-AUC" in notebook and "<img" in notebook
+    for page in (out / "api").glob("*.html"):  # no builtin's docstring stands in for ours
+        assert "str(object=" not in page.read_text(), page.name
     api = (out / "api" / "bcejax.binary.html").read_text()
     assert 'class="math' in api and "mathjax" in api.lower()
