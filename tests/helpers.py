@@ -1,9 +1,11 @@
-"""What the test files share: the float64 sigmoid, tolerances, central differences, meshes."""
+"""What the test files share: float64 sigmoid, tolerances, differences, meshes, public names."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 import warnings
@@ -12,6 +14,8 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
+
+import bcejax
 
 
 def sigmoid(x):
@@ -90,3 +94,17 @@ def run_on_devices(script: str, devices: int) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == f"ok {devices}"
+
+
+def public_modules() -> list[str]:
+    """``bcejax`` and its modules whose names do not start with an underscore."""
+    found = pkgutil.iter_modules(bcejax.__path__)
+    return ["bcejax", *sorted(f"bcejax.{m.name}" for m in found if not m.name.startswith("_"))]
+
+
+def public_names(name: str) -> list[str]:
+    """``__all__``, or for a module without one the names ``bcejax`` re-exports from it."""
+    module = importlib.import_module(name)
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    return [n for n in bcejax.__all__ if getattr(getattr(bcejax, n), "__module__", None) == name]

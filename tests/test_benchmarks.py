@@ -12,33 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_device_check_writes_the_table_json_and_plot(tmp_path):
-    # The README's command with toy sizes: every loss, both dtypes, the linear head.
-    command = ["suite.py", "--device-check", "--log2-sizes", "10", "--repeats", "1"]
-    result = subprocess.run(
-        [sys.executable, *command, "--out", str(tmp_path)],
-        cwd=ROOT / "benchmarks",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    (record,) = tmp_path.glob("suite_cpu_*.json")
-    assert record.with_suffix(".png").exists()
-    entry = json.loads(record.read_text())
-    losses = {(row["loss"], row["dtype"], row["contender"]) for row in entry["results"]}
-    assert len({loss for loss, _, _ in losses}) == 4
-    assert {dtype for _, dtype, _ in losses} == {"float32", "bfloat16"}
-    assert {"optax", "plain jnp", "bcejax"} <= {name for _, _, name in losses}
-    head = {(row["dtype"], row["contender"]) for row in entry["linear_head"]}
-    assert head == {
-        (d, c) for d in ("float32", "bfloat16") for c in ("materialized", "bcejax fused")
-    }
-    assert "linear head" in result.stdout
-
-
 def _run_benchmark(script, *args, out):
+    """The script's JSON record and its printed table, run with one round at toy sizes."""
     result = subprocess.run(
         [sys.executable, script, *args, "--repeats", "1", "--out", str(out)],
         cwd=ROOT / "benchmarks",
@@ -48,12 +23,30 @@ def _run_benchmark(script, *args, out):
     )
     assert result.returncode == 0, result.stderr
     (record,) = out.glob("*.json")
-    return json.loads(record.read_text())["results"]
+    return json.loads(record.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_device_check_writes_the_table_json_and_plot(tmp_path):
+    # The README's command with toy sizes: every loss, both dtypes, the linear head.
+    entry, stdout = _run_benchmark("suite.py", "--device-check", "--log2-sizes", "10", out=tmp_path)
+    (record,) = tmp_path.glob("suite_cpu_*.json")
+    assert record.with_suffix(".png").exists()
+    losses = {(row["loss"], row["dtype"], row["contender"]) for row in entry["results"]}
+    assert len({loss for loss, _, _ in losses}) == 4
+    assert {dtype for _, dtype, _ in losses} == {"float32", "bfloat16"}
+    assert {"optax", "plain jnp", "bcejax"} <= {name for _, _, name in losses}
+    head = {(row["dtype"], row["contender"]) for row in entry["linear_head"]}
+    assert head == {
+        (d, c) for d in ("float32", "bfloat16") for c in ("materialized", "bcejax fused")
+    }
+    assert "linear head" in stdout
 
 
 @pytest.mark.slow
 def test_binary_benchmark_has_every_option_row_in_both_layouts(tmp_path):
-    rows = _run_benchmark("bench_binary.py", "--log2-size", "10", out=tmp_path)
+    entry, _ = _run_benchmark("bench_binary.py", "--log2-size", "10", out=tmp_path)
+    rows = entry["results"]
     shapes = {tuple(row["shape"]) for row in rows}
     assert shapes == {(1024,), (64, 16)}
     names = {row["name"] for row in rows}
@@ -66,13 +59,15 @@ def test_binary_benchmark_has_every_option_row_in_both_layouts(tmp_path):
 
 @pytest.mark.slow
 def test_softmax_and_segmentation_benchmarks_report_their_floor(tmp_path):
-    softmax = _run_benchmark("bench_softmax.py", "--shapes", "64x10", out=tmp_path / "softmax")
+    entry, _ = _run_benchmark("bench_softmax.py", "--shapes", "64x10", out=tmp_path / "softmax")
+    softmax = entry["results"]
     bcejax_rows = [row for row in softmax if row["name"].startswith("bcejax")]
     assert len(bcejax_rows) == 6
     assert all(row["baseline"].startswith("optax") for row in bcejax_rows)
     assert all(row["fraction_of_floor"] > 0 for row in softmax)
-    images = _run_benchmark(
+    entry, _ = _run_benchmark(
         "bench_segmentation.py", "--batch", "2", "--size", "16", out=tmp_path / "segmentation"
     )
+    images = entry["results"]
     assert {row["name"] for row in images} >= {"bcejax sigmoid_bce_dice_loss", "bcejax dice_loss"}
     assert all(row["fraction_of_floor"] > 0 for row in images)

@@ -12,28 +12,13 @@ from __future__ import annotations
 import doctest
 import importlib
 import inspect
-import pkgutil
 import types
 from pathlib import Path
 
 import pytest
-
-import bcejax
+from helpers import public_modules, public_names
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def public_modules() -> list[str]:
-    found = pkgutil.iter_modules(bcejax.__path__)
-    return ["bcejax", *sorted(f"bcejax.{m.name}" for m in found if not m.name.startswith("_"))]
-
-
-def public_names(name: str) -> list[str]:
-    """``__all__``, or for a module without one the names ``bcejax`` re-exports from it."""
-    module = importlib.import_module(name)
-    if hasattr(module, "__all__"):
-        return list(module.__all__)
-    return [n for n in bcejax.__all__ if getattr(getattr(bcejax, n), "__module__", None) == name]
 
 
 def documented_objects() -> dict[str, object]:
