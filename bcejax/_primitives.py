@@ -122,10 +122,11 @@ def _prob_wrong_jvp(primals, tangents):
     dx, dy, dy_neg = tangents
     e, _, _, num, den = wrong_parts(x, y, y_neg)
     out = num / den
-    sig, sig_neg = _sigmoids(x, e, 1 / den)
+    inv_den = 1 / den
+    sig, sig_neg = _sigmoids(x, e, inv_den)
     # dq/dx = (y_neg - y) sigmoid(x) sigmoid(-x) = (y_neg - y) e / (1 + e)^2.
     return out, linear_tangent(
-        out, ((y_neg - y) * e / (den * den), dx), (sig_neg, dy), (sig, dy_neg)
+        out, ((y_neg - y) * e * inv_den * inv_den, dx), (sig_neg, dy), (sig, dy_neg)
     )
 
 

@@ -150,15 +150,6 @@ def _alpha_weight(labels, alpha):
     return alpha * y + (1 - alpha) * y_neg
 
 
-def _integer_gamma(gamma: Any) -> int | None:
-    if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
-        return None
-    value = float(gamma)
-    if value.is_integer() and 0 <= value <= _MAX_INTEGER_GAMMA:
-        return int(value)
-    return None
-
-
 def _focal_halves(gamma: Any) -> int | None:
     """``2 gamma`` for a known gamma in {0, 1, 1.5, 2, 2.5, ...} up to the largest integer one.
 
@@ -171,6 +162,12 @@ def _focal_halves(gamma: Any) -> int | None:
     if halves.is_integer() and halves != 1 and 0 <= halves <= 2 * _MAX_INTEGER_GAMMA:
         return int(halves)
     return None
+
+
+def _integer_gamma(gamma: Any) -> int | None:
+    """A known integer gamma up to the largest one raised by multiplications, else None."""
+    halves = _focal_halves(gamma)
+    return None if halves is None or halves % 2 else halves // 2
 
 
 def _modulating_factor(logits, labels, gamma, name="gamma"):
