@@ -7,18 +7,18 @@ Two kinds of checks:
   These cost nothing at run time.
 * Values (labels in ``[0, 1]``, probabilities in ``[0, 1]``, logits not NaN,
   weights not negative, class indices in range) are checked by one primitive,
-  ``bcejax_check``, that every loss binds on its inputs. It passes its first
-  operand through unchanged (the loss goes on with the value it returns, so
-  neither a ``jit`` nor a derivative can drop it) and checks its second:
+  ``bcejax_check``, that every loss binds on its inputs, with one check per
+  cause, so that the first check that fails names the likely cause (an 8-bit
+  mask, ``{-1, 1}`` labels, 1-based classes) with the range of the values:
 
-  - eagerly (concrete inputs), the check is reduced to one boolean on the
-    device and only that is fetched; the message is worked out on the host
-    only when the check fails;
-  - in a traced program, it lowers to nothing: XLA drops the operand of the
-    check with everything that computed it, so a plain ``jit`` pays nothing;
+  - in a traced program, the primitive lowers to nothing, and XLA drops what
+    computed its checks: a plain ``jit`` pays nothing;
   - under ``jax.experimental.checkify`` (which :func:`checked` applies), it
     becomes a real check. The plain and the checked program are traced the
-    same, so a trace that JAX cached for one serves the other as well.
+    same, so a trace that JAX cached for one serves the other as well;
+  - an eager call of a public loss is one compiled, checkified program
+    (:func:`compiled_when_eager`); an op-by-op call checks each input as it
+    comes. Either way the message is the one ``checked`` gives.
 
 Labels and weights accept values within :data:`ROUNDING_TOLERANCE` outside
 their range (finite differences and float rounding make those); anything
@@ -35,16 +35,12 @@ from typing import Any, ParamSpec, TypeVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# checkify's registry of per-primitive rules is how a primitive becomes a check
-# under checkify, and trace_state_clean tells an eager call from a traced one;
-# both have had the same form from JAX 0.5 to the current release.
-from jax._src import checkify as _checkify_rules
-from jax._src import core as _jax_core
 from jax.experimental import checkify
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.typing import ArrayLike
+
+from bcejax import _jax_private
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -85,6 +81,8 @@ def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     Without this wrapper, a jitted function carries no value checks at all and
     pays nothing for them. ``checked(f)`` and ``f`` may be called in any order:
     they share JAX's trace of ``f``, which holds the checks in both cases.
+    ``checked`` goes outside every transformation: ``checked(jax.jit(f))``, not
+    ``jax.jit(checked(f))`` (which raises a ``TypeError`` saying so).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -95,12 +93,18 @@ def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
       >>> loss_fn(jnp.array([0.0]), jnp.array([-1.0]))
       Traceback (most recent call last):
         ...
-      bcejax.checks.InvalidInputError: labels must be in [0, 1]: ...
+      bcejax.checks.InvalidInputError: labels must be in [0, 1] ...: labels in {-1, 1}; ...
     """
     compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if not _jax_private.trace_state_clean():
+            raise TypeError(
+                "bcejax.checked(f) was called inside a transformation (jit, grad, vmap, ...): "
+                "its check results can only be read outside. Wrap the jitted function "
+                "instead: checked(jax.jit(f))"
+            )
         error, out = compiled(*args, **kwargs)
         _raise_failed(error)
         return out
@@ -111,7 +115,8 @@ def checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 def _raise_failed(error: checkify.Error) -> None:
     message = error.get()
     if message is not None:
-        raise InvalidInputError(message.replace(" (`check` failed)", ""))
+        # checkify appends where the check was made; the message says what to do.
+        raise InvalidInputError(message.split(" (`check` failed)")[0])
 
 
 def compiled_when_eager(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -120,14 +125,13 @@ def compiled_when_eager(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     Called inside a trace (``jit``, ``grad``, ``vmap``, ...), ``fn`` is traced as
     it is. Called eagerly, array arguments are passed to a program compiled
     once per function, static arguments and shapes, which computes the result
-    and the value checks together and fetches only the checks' few scalars.
-    When a check fails, ``fn`` runs again op by op, so that the error names
-    the likely cause from the values themselves.
+    and the value checks together and fetches only the checks' few scalars;
+    a failed check raises :class:`InvalidInputError` naming the cause.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if not _trace_state_clean():
+        if not _jax_private.trace_state_clean():
             return fn(*args, **kwargs)
         leaves, treedef = jax.tree.flatten((args, kwargs))
         # Arrays are the program's arguments. Scalars, NumPy's 0-d arrays among them, and
@@ -139,12 +143,10 @@ def compiled_when_eager(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         statics = tuple(None if t else leaf for leaf, t in zip(leaves, traced, strict=True))
         try:
             program = _eager_program(fn, treedef, traced, statics)
-        except TypeError:  # an unhashable static argument: run op by op
+        except TypeError:  # an unhashable static argument: op by op, each input checked
             return fn(*args, **kwargs)
         error, out = program(*(leaf for leaf, t in zip(leaves, traced, strict=True) if t))
-        if error.get() is not None:
-            fn(*args, **kwargs)  # raises, with the cause named from the values
-            _raise_failed(error)
+        _raise_failed(error)
         return out
 
     return wrapper
@@ -161,60 +163,171 @@ def _eager_program(fn, treedef, traced, statics):
     return jax.jit(checkify.checkify(run, errors=checkify.user_checks))
 
 
-def _trace_state_clean() -> bool:
-    # True outside every trace: the arguments and every closed-over value are concrete.
-    return _jax_core.trace_state_clean()
+# -- The value checks ---------------------------------------------------------
 
 
-# -- The check primitive ------------------------------------------------------
+def _cause(bad: jax.Array, message: str, **values: jax.Array) -> _jax_private.Cause:
+    """One check: ``bad`` is its failure, ``message`` its text with ``values`` formatted in."""
+    return bad, message, values
 
 
 @dataclasses.dataclass(frozen=True)
 class _Check:
-    """One value check: ``ok`` on the device, ``message`` for the user."""
+    """The value checks of one input, one per named cause.
+
+    ``causes(v)`` lists them in order: the first that fails is the one
+    reported, so the checks of a specific cause come before the catch-all.
+    """
 
     name: str
 
-    show_range = True
-
-    def ok(self, v: jax.Array) -> jax.Array:
+    def causes(self, v: jax.Array) -> list[_jax_private.Cause]:
         raise NotImplementedError
 
-    def message(self, array: np.ndarray | None) -> str:
-        """What is wrong and what to do; ``array`` is None inside a traced program."""
-        raise NotImplementedError
 
+_RANGE = " (min {lo}, max {hi})"
+
+
+def _extent(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(lo, hi, has_nan, integral)``: the summaries every cause is told from."""
+    lo, hi = jnp.min(v), jnp.max(v)  # NaN if any entry is NaN
+    if jnp.issubdtype(v.dtype, jnp.floating):
+        return lo, hi, jnp.isnan(lo), jnp.all(v == jnp.round(v))
+    return lo, hi, jnp.zeros((), bool), jnp.ones((), bool)
+
+
+def _label_causes(text: str, v: jax.Array, bad: jax.Array) -> list[_jax_private.Cause]:
+    """Why labels are out of their domain (``bad``), most specific first; the catch-all last."""
+    lo, hi, has_nan, integral = _extent(v)
+    ranged = text + _RANGE
+    nan = text + " (contains NaN): NaN labels; drop those entries or mask them with `where`"
+    eight_bit = ranged + ": labels up to 255 look like an 8-bit mask; divide by 255"
+    signed = ranged + ": labels in {{-1, 1}}; map them to {{0, 1}} with (labels + 1) / 2"
+    soft = ranged + ": soft labels; threshold them, e.g. labels >= 0.5"
+    return [
+        _cause(has_nan, nan),
+        _cause(bad & integral & (hi > 1) & (hi <= 255), eight_bit, lo=lo, hi=hi),
+        _cause(bad & integral & (lo == -1) & (hi <= 1), signed, lo=lo, hi=hi),
+        _cause(bad & (lo >= 0) & (hi <= 1), soft, lo=lo, hi=hi),  # only 0-or-1 labels get here
+        _cause(bad, ranged + "; clip or rescale them", lo=lo, hi=hi),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Labels(_Check):
+    def causes(self, v):
+        bad = ~jnp.all((v >= -ROUNDING_TOLERANCE) & (v <= 1 + ROUNDING_TOLERANCE))
+        return _label_causes(f"{self.name} must be in [0, 1]", v, bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BinaryLabels(_Check):
+    def causes(self, v):
+        return _label_causes(f"{self.name} must be 0 or 1", v, ~jnp.all((v == 0) | (v == 1)))
+
+
+def _range_causes(text: str, v: jax.Array, bad: jax.Array, hint: str) -> list[_jax_private.Cause]:
+    lo, hi, has_nan, _ = _extent(v)
+    return [
+        _cause(has_nan, text + " (contains NaN)" + hint),
+        _cause(bad, text + _RANGE + hint, lo=lo, hi=hi),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Probabilities(_Check):
+    def causes(self, v):
+        text = f"{self.name} must be probabilities in [0, 1]"
+        hint = ": for logits, use the sigmoid_* loss or from_logits=True"
+        return _range_causes(text, v, ~jnp.all((v >= 0) & (v <= 1)), hint)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weights(_Check):
+    def causes(self, v):
+        hint = ": take the absolute value or clip at 0"
+        return _range_causes(
+            f"{self.name} must be >= 0", v, ~jnp.all(v >= -ROUNDING_TOLERANCE), hint
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _NotNaN(_Check):
+    def causes(self, v):
+        message = (
+            f"{self.name} contain NaN: the model has diverged upstream of the loss "
+            "(lower the learning rate, or check the inputs for NaN)"
+        )
+        return [_cause(jnp.any(jnp.isnan(v)), message)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClassIndices(_Check):
+    num_classes: int
+    ignore_index: int | None
+
+    def causes(self, v):
+        valid = (v >= 0) & (v < self.num_classes)
+        if self.ignore_index is not None:
+            valid |= v == self.ignore_index
+        bad = ~jnp.all(valid)
+        lo, hi = jnp.min(v), jnp.max(v)
+        text = f"{self.name} must be class indices in [0, {self.num_classes})"
+        if self.ignore_index is not None:
+            text += f" or ignore_index={self.ignore_index}"
+        text += _RANGE
+        one_based = bad & (lo >= 1) & (hi == self.num_classes)
+        causes = [_cause(one_based, text + ": labels look 1-based; subtract 1", lo=lo, hi=hi)]
+        if self.ignore_index is None:
+            padding = text + ": to skip examples labelled {lo}, pass ignore_index={lo}"
+            causes.append(_cause(bad & (lo < 0), padding, lo=lo, hi=hi))
+        classes = f"; the logits have {self.num_classes} classes along the class axis"
+        return [*causes, _cause(bad, text + classes, lo=lo, hi=hi)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _SignedTargets(_Check):
+    def causes(self, v):
+        lo, hi, _, integral = _extent(v)
+        bad = ~jnp.all((v == -1) | (v == 1))
+        text = f"{self.name} must be -1 or 1" + _RANGE
+        zero_one = text + ": targets in {{0, 1}}; map them to {{-1, 1}} with 2 * labels - 1"
+        other = text + ": map labels in {{0, 1}} to {{-1, 1}} with 2 * labels - 1"
+        return [
+            _cause(bad & integral & (lo >= 0) & (hi <= 1), zero_one, lo=lo, hi=hi),
+            _cause(bad, other, lo=lo, hi=hi),
+        ]
+
+
+# -- The check primitive ------------------------------------------------------
+# Every loss binds it on its inputs. It passes its first operand through (the
+# loss goes on with the value it returns, so neither a jit nor a derivative can
+# drop it) and checks its second: it lowers to nothing, so XLA drops what fed
+# the check, and under checkify it becomes the checks of its causes.
 
 _check_p = Primitive("bcejax_check")
 
 
 def _guard(carrier: ArrayLike, value: ArrayLike, check: _Check) -> jax.Array:
-    """``carrier``, with ``check`` on ``value`` tied to it."""
-    return _check_p.bind(jnp.asarray(carrier), jnp.asarray(value), check=check)
+    """``carrier``, with ``check`` of ``value`` tied to it (or run now, on an op-by-op call)."""
+    value = jnp.asarray(value)
+    if not value.size:
+        return jnp.asarray(carrier)
+    if _jax_private.trace_state_clean():
+        _raise_failed(_eager_check(value, check))
+        return jnp.asarray(carrier)
+    return _check_p.bind(jnp.asarray(carrier), value, check=check)
 
 
 @functools.partial(jax.jit, static_argnames="check")
-def _all_ok(value, check):
-    return check.ok(value)
+def _eager_check(value: jax.Array, check: _Check) -> checkify.Error:
+    # An op-by-op call: the checks of one input as one program; only their scalars come back.
+    def add(v):
+        for bad, message, values in check.causes(v):
+            checkify.check(~bad, message, debug=False, **values)
 
-
-def _eager(carrier, value, *, check):
-    # One boolean comes back to the host; the values only when the check fails.
-    if value.size and not bool(_all_ok(value, check)):
-        raise InvalidInputError(check.message(np.asarray(value)))
-    return carrier
-
-
-def _checkify_rule(error, enabled_errors, carrier, value, *, check):
-    if _checkify_rules.FailedCheckError not in enabled_errors or np.size(value) == 0:
-        return error, carrier
-    text = check.message(None).replace("{", "{{").replace("}", "}}")
-    kwargs = {}
-    if check.show_range:
-        text += " (min {lo}, max {hi})"
-        kwargs = dict(lo=jnp.min(value), hi=jnp.max(value))
-    failure = _checkify_rules.FailedCheckError(_checkify_rules.get_traceback(), text, **kwargs)
-    return _checkify_rules.assert_func(error, ~check.ok(value), failure), carrier
+    error, _ = checkify.checkify(add, errors=checkify.user_checks)(value)
+    return error
 
 
 def _jvp(primals, tangents, *, check):
@@ -226,132 +339,12 @@ def _batch(args, dims, *, check):
     return _check_p.bind(*args, check=check), dims[0]
 
 
-_check_p.def_impl(_eager)
+_check_p.def_impl(lambda carrier, value, *, check: carrier)
 _check_p.def_abstract_eval(lambda carrier, value, *, check: carrier)
 mlir.register_lowering(_check_p, lambda ctx, carrier, value, *, check: [carrier])
 ad.primitive_jvps[_check_p] = _jvp
 batching.primitive_batchers[_check_p] = _batch
-_checkify_rules.error_checks[_check_p] = _checkify_rule
-
-
-# -- The value checks ---------------------------------------------------------
-
-
-def _range_text(array: np.ndarray | None) -> str:
-    if array is None:
-        return ""
-    if array.dtype.kind == "f" and np.isnan(array).any():
-        return " (contains NaN)"
-    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
-    lo, hi = (finite.min(), finite.max()) if finite.size else (array.min(), array.max())
-    return f" (min {lo}, max {hi})"
-
-
-def _label_message(text: str, array: np.ndarray | None) -> str:
-    """``text`` with the range of ``array`` and the likely cause of labels out of range."""
-    text += _range_text(array)
-    if array is None:
-        return text + ": 8-bit masks need dividing by 255, {-1, 1} labels mapping to {0, 1}"
-    finite = array[np.isfinite(array)]
-    if np.isnan(array).any():
-        return text + ": NaN labels; drop those entries or mask them with `where`"
-    if finite.size and 1 < finite.max() <= 255 and np.all(finite == np.round(finite)):
-        return text + ": labels up to 255 look like an 8-bit mask; divide by 255"
-    if finite.size and finite.min() == -1 and np.all(np.isin(finite, (-1, 0, 1))):
-        return text + ": labels in {-1, 1}; map them to {0, 1} with (labels + 1) / 2"
-    if finite.size and finite.min() >= 0 and finite.max() <= 1:
-        return text + ": soft labels; threshold them, e.g. labels >= 0.5"
-    return text + "; clip or rescale them"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Labels(_Check):
-    def ok(self, v):
-        return jnp.all((v >= -ROUNDING_TOLERANCE) & (v <= 1 + ROUNDING_TOLERANCE))
-
-    def message(self, array):
-        return _label_message(f"{self.name} must be in [0, 1]", array)
-
-
-@dataclasses.dataclass(frozen=True)
-class _BinaryLabels(_Check):
-    def ok(self, v):
-        return jnp.all((v == 0) | (v == 1))
-
-    def message(self, array):
-        return _label_message(f"{self.name} must be 0 or 1", array)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Probabilities(_Check):
-    def ok(self, v):
-        return jnp.all((v >= 0) & (v <= 1))
-
-    def message(self, array):
-        text = f"{self.name} must be probabilities in [0, 1]{_range_text(array)}"
-        return text + ": for logits, use the sigmoid_* loss or from_logits=True"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Weights(_Check):
-    def ok(self, v):
-        return jnp.all(v >= -ROUNDING_TOLERANCE)
-
-    def message(self, array):
-        text = f"{self.name} must be >= 0{_range_text(array)}"
-        return text + ": take the absolute value or clip at 0"
-
-
-@dataclasses.dataclass(frozen=True)
-class _NotNaN(_Check):
-    show_range = False
-
-    def ok(self, v):
-        return ~jnp.any(jnp.isnan(v))
-
-    def message(self, array):
-        return (
-            f"{self.name} contain NaN: the model has diverged upstream of the loss "
-            "(lower the learning rate, or check the inputs for NaN)"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class _ClassIndices(_Check):
-    num_classes: int
-    ignore_index: int | None
-
-    def ok(self, v):
-        valid = (v >= 0) & (v < self.num_classes)
-        if self.ignore_index is not None:
-            valid |= v == self.ignore_index
-        return jnp.all(valid)
-
-    def message(self, array):
-        text = f"{self.name} must be class indices in [0, {self.num_classes})"
-        if self.ignore_index is not None:
-            text += f" or ignore_index={self.ignore_index}"
-        text += _range_text(array)
-        if array is None:
-            return text + ": 1-based labels need 1 subtracting; padding needs ignore_index"
-        if array.min() >= 1 and array.max() == self.num_classes:
-            return text + ": labels look 1-based; subtract 1"
-        if self.ignore_index is None and array.min() < 0:
-            value = array.min()
-            return text + f": to skip examples labelled {value}, pass ignore_index={value}"
-        return text + f"; the logits have {self.num_classes} classes along the class axis"
-
-
-@dataclasses.dataclass(frozen=True)
-class _SignedTargets(_Check):
-    def ok(self, v):
-        return jnp.all((v == -1) | (v == 1))
-
-    def message(self, array):
-        text = f"{self.name} must be -1 or 1{_range_text(array)}"
-        if array is not None and np.all(np.isin(array, (0, 1))):
-            return text + ": targets in {0, 1}; map them to {-1, 1} with 2 * labels - 1"
-        return text + ": map labels in {0, 1} to {-1, 1} with 2 * labels - 1"
+_jax_private.register_checkify_rule(_check_p, lambda value, *, check: check.causes(value))
 
 
 def _is_bool(x: ArrayLike) -> bool:

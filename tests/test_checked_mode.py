@@ -247,7 +247,7 @@ def test_an_eager_call_is_one_compiled_program():
     np.testing.assert_array_equal(eager, again)
     jitted = jax.jit(lambda x, y: bcejax.sigmoid_focal_loss(x, y, gamma=1.5))(x, y)
     np.testing.assert_allclose(eager, jitted, rtol=1e-6)
-    # a failed check runs the loss again op by op, which names the cause
+    # a failed check names the cause from the values it saw
     with pytest.raises(bcejax.InvalidInputError, match="labels up to 255 look like an 8-bit mask"):
         bcejax.sigmoid_focal_loss(x, 255 * y, gamma=1.5)
 
@@ -266,3 +266,28 @@ LOSS_FUNCTIONS = [
 def test_every_loss_function_is_compiled_when_called_eagerly(name):
     wrapper_code = checks.compiled_when_eager(lambda: None).__code__
     assert getattr(bcejax, name).__code__ is wrapper_code
+
+
+def test_checked_inside_jit_says_to_wrap_the_jitted_function():
+    with pytest.raises(TypeError, match=r"checked\(jax\.jit\(f\)\)"):
+        jax.jit(bcejax.checked(_bce_mean))(X, Y)
+    with pytest.raises(TypeError, match=r"checked\(jax\.jit\(f\)\)"):
+        jax.grad(bcejax.checked(_bce_mean))(X, Y)
+
+
+@pytest.mark.parametrize(
+    ("labels", "cause"),
+    [
+        (255 * Y, "labels up to 255 look like an 8-bit mask; divide by 255"),
+        (2 * Y - 1, r"labels in \{-1, 1\}; map them to \{0, 1\}"),
+        (np.where(Y > 0, np.nan, Y), "NaN labels"),
+        (Y + 0.5, "clip or rescale them"),
+    ],
+)
+def test_checked_and_eager_name_the_same_cause(labels, cause):
+    messages = []
+    for call in (_bce_mean, bcejax.checked(jax.jit(_bce_mean))):
+        with pytest.raises(bcejax.InvalidInputError, match=cause) as caught:
+            call(X, labels)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]

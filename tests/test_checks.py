@@ -138,8 +138,11 @@ def test_plain_jit_pays_nothing_and_checks_nothing():
 @pytest.mark.parametrize(
     "labels, match",
     [
-        (Y * 255, r"labels must be in \[0, 1\].*divid.*255.*max 255"),
-        (Y * 2 - 1, r"labels must be in \[0, 1\].*\{-1, 1\}.*min -1"),
+        (
+            Y * 255,
+            r"labels must be in \[0, 1\] \(min 0.0, max 255.0\): .* 8-bit mask; divide by 255",
+        ),
+        (Y * 2 - 1, r"labels must be in \[0, 1\] \(min -1.0, max 1.0\): labels in \{-1, 1\}; map"),
     ],
 )
 def test_checked_mode_raises_under_jit(labels, match):
