@@ -12,25 +12,32 @@ strings and flags (``reduction``, ``from_logits``) are static. Call one as::
 ``"none"`` returns what the functional form returns, with masked entries set
 to 0. Callables compose: ``BinaryCrossEntropy() + 0.5 * FocalLoss()``.
 
-A callable is its config, one method ``loss`` that calls the functional form,
-and the ``level`` that function works at; the one ``__call__`` of :class:`Loss`
-takes care of ``where``, ``weights``, ``axis_name`` and the reduction by level:
+A callable is declared, not written: it names its functional form
+(``function``), its config fields, and the level that function works at. The
+one :meth:`Loss.loss` passes each config field to the function as the keyword
+of the same name, and the one ``__call__`` of :class:`Loss` takes care of
+``where``, ``weights``, ``axis_name`` and the reduction by level:
 
 * ``"entry"`` (elementwise): masked entries are cut out (logits, labels and
   weights set to 0) before the loss, which gets the weights; the mean is over
   the unmasked entries.
-* ``"example"`` (one value per example, the class axis reduced): ``where`` and
-  ``weights`` are per example and passed to the loss; the mean divides by
-  :meth:`Loss.normalizer` summed over the unmasked examples.
+* ``"example"`` (one value per example, the class axis reduced): ``where`` is
+  per example and passed to the loss; ``weights`` weigh examples; the mean
+  divides by :meth:`Loss.normalizer` summed over the unmasked examples.
 * ``"image"`` (one value per image): ``where`` masks pixels and goes to the
   loss; ``weights`` weigh whole images; the mean is over images with a pixel left.
 * ``"batch"`` (one value per batch): the loss gets everything, ``axis_name``
-  included, and returns the batch's value.
+  included, and returns the batch's value; a function that takes no
+  ``axis_name`` gives one value per device's batch, and the reduction averages
+  them over the devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import jax
@@ -81,9 +88,19 @@ class Loss:
     """
 
     _static_fields: tuple[str, ...] = ("reduction",)
-    level: ClassVar[str] = "entry"
+    #: The functional form: each config field is passed to it as the keyword of the same name.
+    function: ClassVar[Callable[..., jax.Array]]
+    #: The functional form from probabilities, for ``from_logits=False`` (when ``function``
+    #: takes no ``from_logits`` of its own).
+    from_probabilities: ClassVar[Callable[..., jax.Array] | None] = None
+    _level: ClassVar[str] = "entry"
     if TYPE_CHECKING:  # each callable is a dataclass (@_loss_dataclass)
         __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def level(self) -> str:
+        """What one value of the functional form covers: one of :data:`LEVELS`."""
+        return self._level
 
     def __post_init__(self) -> None:
         if "reduction" in self.__dataclass_fields__:
@@ -100,17 +117,39 @@ class Loss:
     def __hash__(self) -> int:
         return hash((type(self), *(_key(getattr(self, f.name)) for f in dataclasses.fields(self))))
 
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        """The functional form with this config: the loss at this callable's level."""
-        raise NotImplementedError
+    def functional_form(self, labels: ArrayLike) -> Callable[..., jax.Array]:
+        """The function this callable calls for ``labels``."""
+        # Read from the class: a function read from an instance would be bound to it.
+        cls = type(self)
+        if not getattr(self, "from_logits", True) and cls.from_probabilities is not None:
+            return cls.from_probabilities
+        return cls.function
+
+    def loss(self, logits: ArrayLike, labels: ArrayLike, **inputs: Any) -> jax.Array:
+        """The functional form with this config, at this callable's level.
+
+        ``inputs`` (``weights``, ``where``, ``axis_name``) are what the level
+        passes on; one that is not None must be a keyword of the function.
+        """
+        fn = self.functional_form(labels)
+        keywords = _keywords(fn)
+        for name, value in inputs.items():
+            if value is not None and name not in keywords:
+                raise ValueError(
+                    f"{self!r} calls {fn.__name__}, which takes no {name}: drop {name}"
+                )
+        config = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in keywords:
+                config[field.name] = value
+            elif field.name not in ("reduction", "from_logits") and not _same(value, field.default):
+                raise ValueError(
+                    f"{type(self).__name__}({field.name}={value!r}) does not apply to "
+                    f"{fn.__name__}, which this call goes to: leave {field.name} out"
+                )
+        inputs = {name: value for name, value in inputs.items() if name in keywords}
+        return fn(logits, labels, **config, **inputs)
 
     def normalizer(self, logits: ArrayLike, labels: ArrayLike) -> jax.Array | None:
         """What ``"mean"`` divides by, per example (level ``"example"``); None: 1 each."""
@@ -145,7 +184,7 @@ def _entry(loss, logits, labels, weights, where, axis_name):
     # never checked and never reaches the loss or its gradient.
     if where is not None:
         logits, labels, weights, where = _cut_out(logits, labels, weights, where)
-    values = loss.loss(logits, labels, weights=weights, where=None, axis_name=None)
+    values = loss.loss(logits, labels, weights=weights)
     return reduce_loss(values, loss.reduction, where=where, axis_name=axis_name)
 
 
@@ -156,7 +195,12 @@ def _example(loss, logits, labels, weights, where, axis_name):
             f"shape {jnp.shape(logits)[:-1]}, got {jnp.shape(where)}; to drop classes, "
             "call the functional form with where of the logits' shape"
         )
-    values = loss.loss(logits, labels, weights=weights, where=where, axis_name=None)
+    values = loss.loss(logits, labels, where=where)
+    if weights is not None:
+        weights = jnp.asarray(weights, values.dtype)
+        if where is not None:  # a NaN weight of a masked example stays out of the gradient
+            weights = jnp.where(jnp.asarray(where, bool), weights, 0)
+        values = values * checks.check_weights(weights)
     normalizer = loss.normalizer(logits, labels)
     if loss.reduction != "mean" or normalizer is None:
         return reduce_loss(values, loss.reduction, where=where, axis_name=axis_name)
@@ -166,7 +210,7 @@ def _example(loss, logits, labels, weights, where, axis_name):
 
 
 def _image(loss, logits, labels, weights, where, axis_name):
-    values = loss.loss(logits, labels, weights=None, where=where, axis_name=None)
+    values = loss.loss(logits, labels, where=where)
     if weights is not None:
         values = values * _image_weights(weights, jnp.shape(logits)).astype(values.dtype)
     kept = None
@@ -178,7 +222,11 @@ def _image(loss, logits, labels, weights, where, axis_name):
 
 
 def _batch(loss, logits, labels, weights, where, axis_name):
-    return loss.loss(logits, labels, weights=weights, where=where, axis_name=axis_name)
+    if "axis_name" in _keywords(loss.functional_form(labels)):
+        return loss.loss(logits, labels, weights=weights, where=where, axis_name=axis_name)
+    # One value per device's batch, averaged over the devices.
+    value = loss.loss(logits, labels, weights=weights, where=where)
+    return reduce_loss(value, loss.reduction, axis_name=axis_name)
 
 
 def _sum(loss, logits, labels, weights, where, axis_name):
@@ -190,6 +238,11 @@ def _sum(loss, logits, labels, weights, where, axis_name):
 
 
 _BY_LEVEL = {"entry": _entry, "example": _example, "image": _image, "batch": _batch, "sum": _sum}
+
+
+@functools.cache
+def _keywords(fn: Callable[..., jax.Array]) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
 
 
 def _cut_out(logits, labels, weights, where):
@@ -253,7 +306,7 @@ class SumOfLosses(Loss):
 
     terms: tuple[tuple[Any, Loss], ...]
     _static_fields = ()
-    level = "sum"
+    _level = "sum"
 
     def __repr__(self) -> str:
         return " + ".join(f"{scale!r} * {loss!r}" for scale, loss in self.terms)
@@ -278,28 +331,15 @@ class BinaryCrossEntropy(Loss):
       1.4100
     """
 
+    function = binary.sigmoid_binary_cross_entropy
+    from_probabilities = binary.binary_cross_entropy
+
     from_logits: bool = True
     pos_weight: Any = None
     label_smoothing: Any = 0.0
     eps: float | None = None
     reduction: str = "mean"
     _static_fields = ("from_logits", "eps", "reduction")
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        common = dict(
-            weights=weights, pos_weight=self.pos_weight, label_smoothing=self.label_smoothing
-        )
-        if self.from_logits:
-            return binary.sigmoid_binary_cross_entropy(logits, labels, **common)
-        return binary.binary_cross_entropy(logits, labels, eps=self.eps, **common)
 
 
 @_loss_dataclass
@@ -319,31 +359,15 @@ class FocalLoss(Loss):
       0.0433
     """
 
+    function = binary.sigmoid_focal_loss
+    from_probabilities = binary.binary_focal_loss
+
     alpha: Any = 0.25
     gamma: Any = 2.0
     from_logits: bool = True
     label_smoothing: Any = 0.0
     reduction: str = "mean"
     _static_fields = ("from_logits", "reduction")
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        fn = binary.sigmoid_focal_loss if self.from_logits else binary.binary_focal_loss
-        return fn(
-            logits,
-            labels,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            weights=weights,
-            label_smoothing=self.label_smoothing,
-        )
 
 
 @_loss_dataclass
@@ -360,28 +384,12 @@ class AsymmetricLoss(Loss):
       0.3588
     """
 
+    function = binary.sigmoid_asymmetric_loss
+
     gamma_pos: Any = 0.0
     gamma_neg: Any = 4.0
     clip: Any = 0.05
     reduction: str = "mean"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return binary.sigmoid_asymmetric_loss(
-            logits,
-            labels,
-            gamma_pos=self.gamma_pos,
-            gamma_neg=self.gamma_neg,
-            clip=self.clip,
-            weights=weights,
-        )
 
 
 @_loss_dataclass
@@ -398,28 +406,12 @@ class Poly1Loss(Loss):
       1.1931
     """
 
+    function = binary.sigmoid_poly1_loss
+
     epsilon: Any = 1.0
     pos_weight: Any = None
     label_smoothing: Any = 0.0
     reduction: str = "mean"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return binary.sigmoid_poly1_loss(
-            logits,
-            labels,
-            epsilon=self.epsilon,
-            weights=weights,
-            pos_weight=self.pos_weight,
-            label_smoothing=self.label_smoothing,
-        )
 
 
 @_loss_dataclass
@@ -444,41 +436,24 @@ class CategoricalCrossEntropy(Loss):
       1.0986
     """
 
+    function = multiclass.softmax_cross_entropy_with_integer_labels
+
     label_smoothing: Any = 0.0
     class_weights: Any = None
     ignore_index: int | None = None
     reduction: str = "mean"
     _static_fields = ("ignore_index", "reduction")
-    level = "example"
+    _level = "example"
 
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        config = dict(
-            label_smoothing=self.label_smoothing, class_weights=self.class_weights, where=where
-        )
+    def functional_form(self, labels: ArrayLike) -> Callable[..., jax.Array]:
+        """Integer labels: with integer labels; float labels: one-hot or soft."""
         if jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-            loss = multiclass.softmax_cross_entropy_with_integer_labels(
-                logits, labels, ignore_index=self.ignore_index, **config
+            return type(self).function
+        if self.ignore_index is not None:
+            raise ValueError(
+                "ignore_index needs integer labels; mask one-hot examples with `where`"
             )
-        else:
-            if self.ignore_index is not None:
-                raise ValueError(
-                    "ignore_index needs integer labels; mask one-hot examples with `where`"
-                )
-            loss = multiclass.softmax_cross_entropy(logits, labels, **config)
-        if weights is None:
-            return loss
-        weights = jnp.asarray(weights, loss.dtype)
-        if where is not None:  # a NaN weight of a masked example stays out of the gradient
-            weights = jnp.where(jnp.asarray(where, bool), weights, 0)
-        return loss * weights
+        return multiclass.softmax_cross_entropy
 
     def normalizer(self, logits: ArrayLike, labels: ArrayLike) -> jax.Array:
         """The weight of each example's target: what ``mean`` divides by."""
@@ -503,7 +478,16 @@ class _OverlapLoss(Loss):
     """A per-image loss: ``where`` masks pixels, ``weights`` weigh whole images."""
 
     _static_fields: tuple[str, ...] = ("from_logits", "reduction")
-    level = "image"
+    _level = "image"
+
+
+@_loss_dataclass
+class _SmoothedOverlapLoss(_OverlapLoss):
+    """The config of a per-image overlap ratio with ``smooth`` added to both its terms."""
+
+    smooth: Any = 1.0
+    from_logits: bool = True
+    reduction: str = "mean"
 
 
 def _image_weights(weights, shape):
@@ -520,7 +504,7 @@ def _image_weights(weights, shape):
 
 
 @_loss_dataclass
-class DiceLoss(_OverlapLoss):
+class DiceLoss(_SmoothedOverlapLoss):
     """Soft Dice loss per image (:func:`bcejax.dice_loss`), averaged over the images.
 
     Examples:
@@ -535,26 +519,11 @@ class DiceLoss(_OverlapLoss):
       0.1667
     """
 
-    smooth: Any = 1.0
-    from_logits: bool = True
-    reduction: str = "mean"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return segmentation.dice_loss(
-            logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
-        )
+    function = segmentation.dice_loss
 
 
 @_loss_dataclass
-class JaccardLoss(_OverlapLoss):
+class JaccardLoss(_SmoothedOverlapLoss):
     """Soft Jaccard (IoU) loss per image (:func:`bcejax.jaccard_loss`), averaged.
 
     Examples:
@@ -569,22 +538,7 @@ class JaccardLoss(_OverlapLoss):
       0.2500
     """
 
-    smooth: Any = 1.0
-    from_logits: bool = True
-    reduction: str = "mean"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return segmentation.jaccard_loss(
-            logits, labels, smooth=self.smooth, from_logits=self.from_logits, where=where
-        )
+    function = segmentation.jaccard_loss
 
 
 @_loss_dataclass
@@ -603,30 +557,13 @@ class TverskyLoss(_OverlapLoss):
       0.1667
     """
 
+    function = segmentation.tversky_loss
+
     alpha: Any = 0.3
     beta: Any = 0.7
     smooth: Any = 1.0
     from_logits: bool = True
     reduction: str = "mean"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return segmentation.tversky_loss(
-            logits,
-            labels,
-            alpha=self.alpha,
-            beta=self.beta,
-            smooth=self.smooth,
-            from_logits=self.from_logits,
-            where=where,
-        )
 
 
 @_loss_dataclass
@@ -646,32 +583,17 @@ class LovaszHinge(_OverlapLoss):
       0.5000
     """
 
+    function = segmentation.lovasz_hinge
+
     per_image: bool = True
     from_logits: bool = True
     reduction: str = "mean"
     _static_fields = ("per_image", "from_logits", "reduction")
 
     @property
-    def level(self) -> str:  # type: ignore[override]  # a class constant in the other callables
+    def level(self) -> str:
         """``"image"`` with ``per_image`` (one loss per image), else ``"batch"`` (one in all)."""
         return "image" if self.per_image else "batch"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        if weights is not None:  # level "image" weighs images itself and passes None
-            raise ValueError("LovaszHinge(per_image=False) is one loss per batch: drop weights")
-        value = segmentation.lovasz_hinge(
-            logits, labels, per_image=self.per_image, from_logits=self.from_logits, where=where
-        )
-        # One value per batch; with axis_name, per device's batch, then reduced over devices.
-        return value if self.per_image else reduce_loss(value, self.reduction, axis_name=axis_name)
 
 
 @_loss_dataclass
@@ -693,31 +615,13 @@ class SoftFBetaLoss(Loss):
       0.5000
     """
 
+    function = batch.soft_fbeta_loss
+
     beta: Any = 1.0
     average: str = "micro"
     epsilon: Any = 1e-7
     _static_fields = ("average",)
-    level = "batch"
-
-    def loss(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        weights: ArrayLike | None,
-        where: ArrayLike | None,
-        axis_name: AxisName | None,
-    ) -> jax.Array:
-        return batch.soft_fbeta_loss(
-            logits,
-            labels,
-            beta=self.beta,
-            average=self.average,
-            epsilon=self.epsilon,
-            where=where,
-            weights=weights,
-            axis_name=axis_name,
-        )
+    _level = "batch"
 
 
 __all__ = [

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import pkgutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -108,3 +110,19 @@ def public_names(name: str) -> list[str]:
     if hasattr(module, "__all__"):
         return list(module.__all__)
     return [n for n in bcejax.__all__ if getattr(getattr(bcejax, n), "__module__", None) == name]
+
+
+# The public functions that are not losses of predictions and labels: the reduction, the
+# checked mode and the weighting helpers.
+NOT_LOSSES = {"checked", "reduce_loss", "smooth_binary_labels", "pos_weight_from_labels"}
+NOT_LOSSES |= {"inverse_frequency_weights", "class_balanced_weights"}
+
+
+def loss_functions() -> dict[str, Any]:
+    """Every public loss function, by name: bcejax's and those of bcejax.scale."""
+    return {
+        name: getattr(module, name)
+        for module in (bcejax, bcejax.scale)
+        for name in module.__all__
+        if inspect.isfunction(getattr(module, name)) and name not in NOT_LOSSES
+    }

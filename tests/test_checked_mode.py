@@ -11,7 +11,6 @@ catch nothing).
 from __future__ import annotations
 
 import collections
-import inspect
 import re
 from unittest import mock
 
@@ -252,20 +251,10 @@ def test_an_eager_call_is_one_compiled_program():
         bcejax.sigmoid_focal_loss(x, 255 * y, gamma=1.5)
 
 
-# Every public function but the reduction, the checked mode and the weighting helpers.
-NOT_LOSSES = {"reduce_loss", "checked", "smooth_binary_labels", "pos_weight_from_labels"}
-NOT_LOSSES |= {"inverse_frequency_weights", "class_balanced_weights"}
-LOSS_FUNCTIONS = [
-    name
-    for name in bcejax.__all__
-    if inspect.isfunction(getattr(bcejax, name)) and name not in NOT_LOSSES
-]
-
-
-@pytest.mark.parametrize("name", LOSS_FUNCTIONS)
+@pytest.mark.parametrize("name", helpers.loss_functions())
 def test_every_loss_function_is_compiled_when_called_eagerly(name):
     wrapper_code = checks.compiled_when_eager(lambda: None).__code__
-    assert getattr(bcejax, name).__code__ is wrapper_code
+    assert helpers.loss_functions()[name].__code__ is wrapper_code
 
 
 def test_checked_inside_jit_says_to_wrap_the_jitted_function():
