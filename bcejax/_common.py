@@ -1,4 +1,4 @@
-"""Small helpers that several modules of bcejax share: dtypes, config, tangents, bounds."""
+"""Small helpers that several modules of bcejax share: dtypes, config and tangents."""
 
 from __future__ import annotations
 
@@ -50,58 +50,3 @@ def linear_tangent(like, *terms):
         if not is_symbolic_zero(tangent):
             total = accumulate(total, factor * tangent)
     return finish(total, like)
-
-
-def finite(x, big=None):
-    """``x`` with ``+-inf`` replaced by the largest finite float of its sign.
-
-    Two mins and two negations instead of one ``clip``: XLA:CPU does not fuse its
-    clamp into a reduction. ``big`` is that float (see ``apart`` for why it may
-    be an array).
-    """
-    big = jnp.finfo(x.dtype).max if big is None else big
-    return -jnp.minimum(-jnp.minimum(x, big), big)
-
-
-def overflow_to_inf(value):
-    """``value`` unchanged, except that values above ``2**64`` below the largest float become inf.
-
-    That is ``|value| > max / 2**64`` (about 1.8e19 in float32): the largest-float
-    stand-in for infinity (see :func:`finite`) becomes ``inf`` again. Chosen when
-    the program is lowered: on CPU, multiplying by 2**64 and back, exact below
-    the bound, with the factor passed through an optimization barrier so that
-    XLA cannot fold it to 1 (a select would split XLA:CPU's fusion); elsewhere,
-    a select.
-    """
-    return jax.lax.platform_dependent(
-        value, cpu=_overflow_to_inf_by_scaling, default=_overflow_to_inf_by_select
-    )
-
-
-def _overflow_to_inf_by_scaling(value):
-    up, down = jax.lax.optimization_barrier(
-        (jnp.asarray(2.0**64, value.dtype), jnp.asarray(2.0**-64, value.dtype))
-    )
-    return value * up * down
-
-
-def _overflow_to_inf_by_select(value):
-    bound = jnp.asarray(jnp.finfo(value.dtype).max * 2.0**-64, value.dtype)
-    return jnp.where(jnp.abs(value) > bound, jnp.sign(value) * jnp.inf, value)
-
-
-def apart(*arrays):
-    """The arrays, hidden from XLA:CPU behind an optimization barrier; elsewhere as they are.
-
-    On CPU, a fused loss's derivative computed from its inputs passed through
-    the barrier keeps XLA from sharing intermediates between the loss and the
-    derivative, which would materialize them (see _kernels). The choice is made
-    when the program is lowered, for the platform it is lowered for.
-    """
-    return jax.lax.platform_dependent(*arrays, cpu=_barrier, default=lambda *a: a)
-
-
-def _barrier(*arrays):
-    # One barrier each: inside shard_map, a barrier's outputs vary over the devices if any
-    # of its inputs does, and each array keeps its own type on every branch.
-    return tuple(jax.lax.optimization_barrier(a) for a in arrays)

@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from bcejax._common import accumulate, apart, finish, finite, is_symbolic_zero, overflow_to_inf
+from bcejax._common import accumulate, finish, is_symbolic_zero
 from bcejax._primitives import (
     bce_slope,
     bce_terms,
@@ -29,6 +29,7 @@ from bcejax._primitives import (
     smooth_pair,
     wrong_parts,
 )
+from bcejax._xla_cpu import apart, finite, overflow_to_inf
 
 
 def _bce_select_free(x, pos, neg):

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.typing import ArrayLike
+
+from bcejax import _xla_cpu
 
 
 class HeadConfig(NamedTuple):
@@ -45,45 +46,6 @@ def varying(x: jax.Array, axis_name: tuple[Hashable, ...] | None) -> jax.Array:
     return x if axis_name is None else lax.pcast(x, axis_name, to="varying")
 
 
-def _slice_as_bits(w, start, size):
-    bits = lax.bitcast_convert_type(w, _BITS[w.dtype.itemsize])
-    return lax.bitcast_convert_type(lax.dynamic_slice_in_dim(bits, start, size, 1), w.dtype)
-
-
-def _update_as_bits(w, update, start):
-    bits = _BITS[w.dtype.itemsize]
-    w = lax.bitcast_convert_type(w, bits)
-    w = lax.dynamic_update_slice_in_dim(w, lax.bitcast_convert_type(update, bits), start, 1)
-    return lax.bitcast_convert_type(w, update.dtype)
-
-
-_BITS = {1: jnp.uint8, 2: jnp.uint16}
-
-
-def slice_columns(w: jax.Array, start: ArrayLike, size: int) -> jax.Array:
-    """``w[:, start:start + size]``.
-
-    XLA:CPU computes half precision in float32, a slice included: it would
-    convert the whole of a half-precision ``w`` before the loop, a float32
-    copy of the weight. Sliced as unsigned integers of the same width (a free
-    reinterpretation), only the slice is ever converted.
-    """
-    plain = functools.partial(lax.dynamic_slice_in_dim, slice_size=size, axis=1)
-    if w.dtype.itemsize not in _BITS:
-        return plain(w, start)
-    return lax.platform_dependent(
-        w, start, cpu=functools.partial(_slice_as_bits, size=size), default=plain
-    )
-
-
-def update_columns(w: jax.Array, update: jax.Array, start: ArrayLike) -> jax.Array:
-    """``w`` with columns ``start:start + update.shape[1]`` replaced, in place (as above)."""
-    plain = functools.partial(lax.dynamic_update_slice_in_dim, axis=1)
-    if w.dtype.itemsize not in _BITS:
-        return plain(w, update, start)
-    return lax.platform_dependent(w, update, start, cpu=_update_as_bits, default=plain)
-
-
 def _chunk_logits(
     cfg: HeadConfig, f: jax.Array, w: jax.Array, b: jax.Array, cap: jax.Array, c: jax.Array
 ) -> tuple[jax.Array, jax.Array, Any, jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -96,7 +58,7 @@ def _chunk_logits(
     """
     local = w.shape[1]
     start = jnp.minimum(c * cfg.chunk, local - cfg.chunk)
-    w_c = slice_columns(w, start, cfg.chunk).astype(f.dtype)
+    w_c = _xla_cpu.slice_columns(w, start, cfg.chunk).astype(f.dtype)
     z = f @ w_c + lax.dynamic_slice_in_dim(b, start, cfg.chunk)
     columns = start + jnp.arange(cfg.chunk)
     valid = columns >= c * cfg.chunk
@@ -226,7 +188,7 @@ def _backward(
         df = df + dx @ w_c.T
         # Written, not added: the scan runs backwards, so the last chunk's columns that
         # the chunk before it also covers (0 here) are overwritten with their gradient next.
-        dw = update_columns(dw, (f.T @ dx).astype(dw.dtype), start)
+        dw = _xla_cpu.update_columns(dw, (f.T @ dx).astype(dw.dtype), start)
         db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dx, 0), start, 0)
         return (df, dw, db, dcap), None
 

@@ -7,7 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from bcejax._common import accumulate, apart, finish, finite, is_symbolic_zero, overflow_to_inf
+from bcejax._common import accumulate, finish, is_symbolic_zero
+from bcejax._xla_cpu import apart, finite, overflow_to_inf
 
 
 def _shifted(x, axis):

@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from bcejax import _common, _primitives, checks
@@ -63,22 +62,6 @@ def _prepare(logits, labels, where, weights):
     else:
         c = jnp.ones(shape, compute)
     return x, y, c, dtype
-
-
-def _check_positive(value: ArrayLike, name: str) -> None:
-    """``value > 0`` for config known at trace time; traced values pass."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    array = np.asarray(value, np.float64)
-    if not np.all(array > 0):
-        raise ValueError(f"{name} must be > 0, got {array.tolist()}")
-
-
-def _check_bins(bins: int) -> None:
-    if isinstance(bins, bool) or not isinstance(bins, int):
-        raise TypeError(f"bins must be a Python int (it sets the histogram's size), got {bins!r}")
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
 
 
 def _check_state(state: ArrayLike, bins: int, dtype: DTypeLike) -> jax.Array:
@@ -172,7 +155,7 @@ def sigmoid_ghm_loss(
       Li, Liu, Wang, Gradient Harmonized Single-stage Detector, AAAI 2019,
       https://arxiv.org/abs/1811.05181
     """
-    _check_bins(bins)
+    checks.check_count(bins, "bins", what=" (it sets the histogram's size)")
     checks.check_range(momentum, "momentum", 0.0, 1.0, hi_open=True)
     x, y, c, dtype = _prepare(logits, labels, where, weights)
     if state is not None:
@@ -266,7 +249,7 @@ def soft_fbeta_loss(
     """
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    _check_positive(beta, "beta")
+    checks.check_positive(beta, "beta")
     checks.check_nonnegative(epsilon, "epsilon")
     x, y, c, dtype = _prepare(logits, labels, where, weights)
     if average == "macro" and x.ndim == 0:

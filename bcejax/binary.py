@@ -9,180 +9,13 @@ inputs in float64. Numeric config (``alpha``, ``gamma``, ``pos_weight``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
-from bcejax import _common, _kernels, _primitives, checks
-
-# Integer focal exponents up to this one are computed as repeated products of
-# q = 1 - p_t, which is cheaper than exp(gamma * log q) and exact.
-_MAX_INTEGER_GAMMA = 8
-
-
-def _prepare(preds, labels, *, name, from_logits, **config):
-    """Checks the inputs and returns them cast to the compute dtype."""
-    preds = checks.check_float(preds, name)
-    labels = jnp.asarray(labels)
-    checks.check_broadcast(**{name: preds, "labels": labels}, **config)
-    if from_logits:
-        preds = checks.check_logits(preds, name)
-    else:
-        preds = checks.check_probabilities(preds, name)
-    labels = checks.check_labels(labels)
-    if config.get("weights") is not None:
-        preds = checks.check_weights(config["weights"], carrier=preds)
-    compute = _common.compute_dtype(preds.dtype)
-    return preds.astype(compute), labels.astype(compute), preds.dtype
-
-
-# Rows of the 2-D view that _cpu_view_call gives XLA when an operand is per class.
-_MIN_ROW = 1024
-
-
-def _suffix_size(operand_shape: tuple[int, ...], shape: tuple[int, ...]) -> int | None:
-    """Size of the trailing axes an operand spans, if it is ``shape``'s suffix, else None."""
-    dims = tuple(operand_shape)
-    while dims and dims[0] == 1:
-        dims = dims[1:]
-    if dims != tuple(shape[len(shape) - len(dims) :]):
-        return None
-    return int(np.prod(dims, dtype=np.int64))
-
-
-def _platform_call(kernel, *static, x, y, config):
-    """``kernel(*static, x, y, *config)``, on XLA:CPU on views of its operands that it runs fast.
-
-    The choice is made when the program is lowered, for the platform it is
-    lowered for: :func:`_cpu_view_call` on CPU, the operands' natural shapes on
-    every other platform (on a TPU, flattening a tiled ``(N, C)`` array is a
-    relayout copy, not a free view). Both give the same values and derivatives.
-    """
-
-    def natural(*operands):
-        return kernel(*static, *operands)
-
-    def cpu(*operands):
-        return _cpu_view_call(kernel, *static, x=operands[0], y=operands[1], config=operands[2:])
-
-    return jax.lax.platform_dependent(x, y, *config, cpu=cpu, default=natural)
-
-
-def _cpu_view_call(kernel, *static, x, y, config):
-    """``kernel(*static, x, y, *config)`` on views of its operands that XLA:CPU runs fast.
-
-    Operands of the full shape are raveled (scalars are kept) and the result is
-    reshaped back. XLA:CPU runs the fused loss and its reduction several times
-    faster on 1-D arrays than on ``(N, C)`` ones, and ~20 times faster than on
-    ``(N, 1)``. An operand that spans trailing axes only (a per-class
-    ``pos_weight``, say) would be materialized by raveling; the full operands
-    are viewed as rows of a multiple of its size instead, and it is tiled along
-    one row.
-    """
-    shape = jnp.broadcast_shapes(x.shape, y.shape, *(jnp.shape(c) for c in config))
-    operands: Sequence[Any] = (x, y, *config)
-    full = [a.ndim > 0 and a.shape == shape for a in operands]
-    partial = [a for a, f in zip(operands, full, strict=True) if a.ndim > 0 and not f]
-    size = int(np.prod(shape, dtype=np.int64))
-    row = 1
-    if partial:
-        periods = [_suffix_size(a.shape, shape) for a in partial]
-        row = max(p or 0 for p in periods)
-        row *= -(-_MIN_ROW // max(row, 1))  # a multiple of the period, at least _MIN_ROW
-        if None in periods or row == 0 or size % row:
-            return kernel(*static, *operands)  # no such view: keep the natural shape
-    view = (-1,) if row == 1 else (size // row, row)
-    kept = iter(_common.apart(*(a.reshape(view) for a, f in zip(operands, full, strict=True) if f)))
-
-    def tiled(a):
-        # Broadcast over the trailing axes it spans, then repeated along one row.
-        flat = a.reshape(-1)  # its leading axes are 1: it spans the trailing ones in order
-        return jnp.tile(flat, row // flat.size)
-
-    operands = [
-        next(kept) if f else (a if a.ndim == 0 else tiled(a))
-        for a, f in zip(operands, full, strict=True)
-    ]
-    return kernel(*static, *operands).reshape(shape)
-
-
-def _cast(value, dtype):
-    return None if value is None else jnp.asarray(value, dtype)
-
-
-def _or(dtype, *pairs):
-    """Each value as an array of ``dtype``, or its default when the value is None."""
-    return tuple(jnp.asarray(default if v is None else v, dtype) for v, default in pairs)
-
-
-def _smooth(labels, label_smoothing):
-    """``(y, 1 - y)`` after label smoothing, each computed without cancellation."""
-    checks.check_label_smoothing(label_smoothing)
-    if _common.known_zero(label_smoothing):
-        return labels, 1 - labels
-    return _primitives.smooth_pair(labels, jnp.asarray(label_smoothing, labels.dtype))
-
-
-def _scale(coef, value):
-    """``coef * value`` where None stands for 1."""
-    if coef is None or value is None:
-        return value if coef is None else coef
-    return coef * value
-
-
-def _bce_coefficients(labels, weights, pos_weight):
-    """The coefficients of ``-log p`` and ``-log(1 - p)``: ``(w pw y, w (1 - y))``."""
-    checks.check_nonnegative(pos_weight, "pos_weight")
-    y, y_neg = labels
-    return _scale(weights, _scale(pos_weight, y)), _scale(weights, y_neg)
-
-
-def _alpha_weight(labels, alpha):
-    """``alpha_t = alpha y + (1 - alpha)(1 - y)``, or None for no class balancing."""
-    if alpha is None:
-        return None
-    checks.check_alpha(alpha)
-    y, y_neg = labels
-    return alpha * y + (1 - alpha) * y_neg
-
-
-def _focal_halves(gamma: Any) -> int | None:
-    """``2 gamma`` for a known gamma in {0, 1, 1.5, 2, 2.5, ...} up to the largest integer one.
-
-    1/2 is left out: ``q ** 0.5`` has an infinite derivative where ``q``
-    underflows, which only the log-space form keeps finite.
-    """
-    if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
-        return None
-    halves = 2 * float(gamma)
-    if halves.is_integer() and halves != 1 and 0 <= halves <= 2 * _MAX_INTEGER_GAMMA:
-        return int(halves)
-    return None
-
-
-def _integer_gamma(gamma: Any) -> int | None:
-    """A known integer gamma up to the largest one raised by multiplications, else None."""
-    halves = _focal_halves(gamma)
-    return None if halves is None or halves % 2 else halves // 2
-
-
-def _modulating_factor(logits, labels, gamma, name="gamma"):
-    """``(1 - p_t) ** gamma``, or None when ``gamma`` is known to be 0."""
-    checks.check_gamma(gamma, name)
-    n = _integer_gamma(gamma)
-    if n == 0:
-        return None
-    if n is not None:
-        return jax.lax.integer_pow(_primitives.prob_wrong(logits, *labels), n)
-    return _primitives.focal_factor(logits, *labels, jnp.asarray(gamma, logits.dtype))
-
-
-def _modulated(factor, loss):
-    return loss if factor is None else _primitives.modulate(factor, loss)
+from bcejax import _common, _kernels, _primitives, _xla_cpu, checks
 
 
 @checks.compiled_when_eager
@@ -239,13 +72,13 @@ def sigmoid_binary_cross_entropy(
     References:
       Goodfellow et al., Deep Learning, 2016, section 6.2.2.2.
     """
-    x, y, dtype = _prepare(
-        logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
-    )
     checks.check_label_smoothing(label_smoothing)
     checks.check_nonnegative(pos_weight, "pos_weight")
+    x, y, dtype = checks.prepare_elementwise(
+        logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
+    )
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
-    return _platform_call(_kernels.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
+    return _xla_cpu.view_call(_kernels.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
 
 
 @checks.compiled_when_eager
@@ -301,23 +134,17 @@ def sigmoid_focal_loss(
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017,
       https://arxiv.org/abs/1708.02002
     """
-    x, y, dtype = _prepare(
-        logits, labels, name="logits", from_logits=True, weights=weights, alpha=alpha
-    )
     checks.check_label_smoothing(label_smoothing)
     checks.check_alpha(alpha)
     checks.check_gamma(gamma)
+    x, y, dtype = checks.prepare_elementwise(
+        logits, labels, name="logits", from_logits=True, weights=weights, alpha=alpha
+    )
     config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
     static = (_focal_halves(gamma), alpha is not None)
-    return _platform_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config).astype(dtype)
-
-
-def _safe_power(base, exponent):
-    """``base ** exponent`` for ``base >= 0`` with ``0 ** 0 = 1`` and finite derivatives."""
-    positive = base > 0
-    safe = jnp.where(positive, base, 1)  # keeps the unused branch's derivative finite
-    at_zero = jnp.where(exponent == 0, 1, 0).astype(base.dtype)
-    return jnp.where(positive, safe**exponent, at_zero)
+    return _xla_cpu.view_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config).astype(
+        dtype
+    )
 
 
 @checks.compiled_when_eager
@@ -370,19 +197,22 @@ def sigmoid_asymmetric_loss(
       Ben-Baruch et al., Asymmetric Loss For Multi-Label Classification, ICCV
       2021, https://arxiv.org/abs/2009.14119
     """
-    x, y, dtype = _prepare(logits, labels, name="logits", from_logits=True, weights=weights)
+    checks.check_gamma(gamma_pos, "gamma_pos")
     checks.check_gamma(gamma_neg, "gamma_neg")
     checks.check_range(clip, "clip", 0.0, 1.0)
+    x, y, dtype = checks.prepare_elementwise(
+        logits, labels, name="logits", from_logits=True, weights=weights
+    )
     w = _cast(weights, x.dtype)
     # The focal factors of each side, as for hard labels: (1 - p)**gamma_pos, p**gamma_neg.
     positive_label = (jnp.ones_like(x), jnp.zeros_like(x))
     negative_label = positive_label[::-1]
     positive = _primitives.bce_terms(x, _scale(w, y), jnp.zeros_like(y))
-    positive = _modulated(_modulating_factor(x, positive_label, gamma_pos, "gamma_pos"), positive)
+    positive = _modulated(_modulating_factor(x, positive_label, gamma_pos), positive)
     negative_coef = _scale(w, 1 - y)
     if _common.known_zero(clip):
         negative = _primitives.bce_terms(x, jnp.zeros_like(y), negative_coef)
-        factor = _modulating_factor(x, negative_label, gamma_neg, "gamma_neg")
+        factor = _modulating_factor(x, negative_label, gamma_neg)
         negative = _modulated(factor, negative)
     else:
         m = jnp.asarray(clip, x.dtype)
@@ -439,7 +269,9 @@ def sigmoid_poly1_loss(
       Leng et al., PolyLoss: A Polynomial Expansion Perspective of
       Classification Loss Functions, ICLR 2022, https://arxiv.org/abs/2204.12511
     """
-    x, y, dtype = _prepare(
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_nonnegative(pos_weight, "pos_weight")
+    x, y, dtype = checks.prepare_elementwise(
         logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
     )
     y = _smooth(y, label_smoothing)
@@ -449,17 +281,6 @@ def sigmoid_poly1_loss(
         return bce.astype(dtype)
     poly = jnp.asarray(epsilon, x.dtype) * _scale(w, _primitives.prob_wrong(x, *y))
     return (bce + poly).astype(dtype)
-
-
-def _clip_probs(p, eps):
-    checks.check_range(eps, "eps", 0.0, 0.5, hi_open=True)
-    if not isinstance(eps, jax.core.Tracer) and float(eps) == 0:
-        raise ValueError(
-            "eps must be > 0: eps=0 gives log(0) at probabilities of 0 and 1; "
-            "use eps=None for PyTorch's clamped logs"
-        )
-    eps = jnp.asarray(eps, p.dtype)
-    return jnp.clip(p, eps, 1 - eps)
 
 
 @checks.compiled_when_eager
@@ -506,7 +327,11 @@ def binary_cross_entropy(
       >>> [round(v, 4) for v in loss.tolist()]
       [0.6931, 0.1054]
     """
-    p, y, dtype = _prepare(
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_nonnegative(pos_weight, "pos_weight")
+    if eps is not None:
+        _check_eps(eps)
+    p, y, dtype = checks.prepare_elementwise(
         probs, labels, name="probs", from_logits=False, weights=weights, pos_weight=pos_weight
     )
     if eps is not None:
@@ -564,14 +389,17 @@ def binary_focal_loss(
     References:
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
     """
-    p, y, dtype = _prepare(
+    checks.check_label_smoothing(label_smoothing)
+    checks.check_alpha(alpha)
+    checks.check_gamma(gamma)
+    _check_eps(eps)
+    p, y, dtype = checks.prepare_elementwise(
         probs, labels, name="probs", from_logits=False, weights=weights, alpha=alpha
     )
     p = _clip_probs(p, eps)
     y = _smooth(y, label_smoothing)
     coef = _scale(_cast(weights, p.dtype), _alpha_weight(y, _cast(alpha, p.dtype)))
     loss = _primitives.prob_bce_terms(p, *_bce_coefficients(y, coef, None))
-    checks.check_gamma(gamma)
     n = _integer_gamma(gamma)
     if n == 0:
         return loss.astype(dtype)
@@ -579,3 +407,102 @@ def binary_focal_loss(
     q = y * (1 - p) + y_neg * p  # >= eps > 0, so q ** gamma is smooth
     factor = jax.lax.integer_pow(q, n) if n is not None else q ** jnp.asarray(gamma, p.dtype)
     return (factor * loss).astype(dtype)
+
+
+# -- Helpers of the losses above: they take checked inputs and config ---------
+
+
+# Integer focal exponents up to this one are computed as repeated products of
+# q = 1 - p_t, which is cheaper than exp(gamma * log q) and exact.
+_MAX_INTEGER_GAMMA = 8
+
+
+def _cast(value, dtype):
+    return None if value is None else jnp.asarray(value, dtype)
+
+
+def _or(dtype, *pairs):
+    """Each value as an array of ``dtype``, or its default when the value is None."""
+    return tuple(jnp.asarray(default if v is None else v, dtype) for v, default in pairs)
+
+
+def _smooth(labels, label_smoothing):
+    """``(y, 1 - y)`` after label smoothing, each computed without cancellation."""
+    if _common.known_zero(label_smoothing):
+        return labels, 1 - labels
+    return _primitives.smooth_pair(labels, jnp.asarray(label_smoothing, labels.dtype))
+
+
+def _scale(coef, value):
+    """``coef * value`` where None stands for 1."""
+    if coef is None or value is None:
+        return value if coef is None else coef
+    return coef * value
+
+
+def _bce_coefficients(labels, weights, pos_weight):
+    """The coefficients of ``-log p`` and ``-log(1 - p)``: ``(w pw y, w (1 - y))``."""
+    y, y_neg = labels
+    return _scale(weights, _scale(pos_weight, y)), _scale(weights, y_neg)
+
+
+def _alpha_weight(labels, alpha):
+    """``alpha_t = alpha y + (1 - alpha)(1 - y)``, or None for no class balancing."""
+    if alpha is None:
+        return None
+    y, y_neg = labels
+    return alpha * y + (1 - alpha) * y_neg
+
+
+def _focal_halves(gamma: Any) -> int | None:
+    """``2 gamma`` for a known gamma in {0, 1, 1.5, 2, 2.5, ...} up to the largest integer one.
+
+    1/2 is left out: ``q ** 0.5`` has an infinite derivative where ``q``
+    underflows, which only the log-space form keeps finite.
+    """
+    if isinstance(gamma, jax.core.Tracer) or jnp.ndim(gamma) != 0:
+        return None
+    halves = 2 * float(gamma)
+    if halves.is_integer() and halves != 1 and 0 <= halves <= 2 * _MAX_INTEGER_GAMMA:
+        return int(halves)
+    return None
+
+
+def _integer_gamma(gamma: Any) -> int | None:
+    """A known integer gamma up to the largest one raised by multiplications, else None."""
+    halves = _focal_halves(gamma)
+    return None if halves is None or halves % 2 else halves // 2
+
+
+def _modulating_factor(logits, labels, gamma):
+    """``(1 - p_t) ** gamma``, or None when ``gamma`` is known to be 0."""
+    n = _integer_gamma(gamma)
+    if n == 0:
+        return None
+    if n is not None:
+        return jax.lax.integer_pow(_primitives.prob_wrong(logits, *labels), n)
+    return _primitives.focal_factor(logits, *labels, jnp.asarray(gamma, logits.dtype))
+
+
+def _modulated(factor, loss):
+    return loss if factor is None else _primitives.modulate(factor, loss)
+
+
+def _safe_power(base, exponent):
+    """``base ** exponent`` for ``base >= 0`` with ``0 ** 0 = 1`` and finite derivatives."""
+    positive = base > 0
+    safe = jnp.where(positive, base, 1)  # keeps the unused branch's derivative finite
+    at_zero = jnp.where(exponent == 0, 1, 0).astype(base.dtype)
+    return jnp.where(positive, safe**exponent, at_zero)
+
+
+def _check_eps(eps):
+    hint = (
+        ": eps=0 gives log(0) at probabilities of 0 and 1; use eps=None for PyTorch's clamped logs"
+    )
+    checks.check_range(eps, "eps", 0.0, 0.5, lo_open=True, hi_open=True, hint=hint)
+
+
+def _clip_probs(p, eps):
+    eps = jnp.asarray(eps, p.dtype)
+    return jnp.clip(p, eps, 1 - eps)

@@ -40,7 +40,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.typing import ArrayLike
 
-from bcejax import _jax_private
+from bcejax import _common, _jax_private
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -470,18 +470,41 @@ def check_range(
     lo: float,
     hi: float | None = None,
     *,
+    lo_open: bool = False,
     hi_open: bool = False,
+    hint: str = "",
 ) -> None:
-    """``lo <= value <= hi`` (or ``< hi``) for concrete config values; traced ones pass."""
+    """``lo <= value <= hi`` (``<`` for an open bound) for concrete config; traced values pass.
+
+    ``hint`` follows the message: what to do instead.
+    """
     array = _concrete_scalars(value)
     if array is None:
         return
-    bad = np.isnan(array) | (array < lo)
+    bad = np.isnan(array) | ((array <= lo) if lo_open else (array < lo))
     if hi is not None:
         bad |= (array >= hi) if hi_open else (array > hi)
     if bad.any():
+        lower = f"> {lo}" if lo_open else f">= {lo}"
         upper = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
-        raise ValueError(f"{name} must be >= {lo}{upper}, got {array.tolist()}")
+        raise ValueError(f"{name} must be {lower}{upper}, got {array.tolist()}{hint}")
+
+
+def check_positive(value: ArrayLike | None, name: str, hint: str = "") -> None:
+    """``value > 0`` for concrete config; traced values pass."""
+    check_range(value, name, 0.0, lo_open=True, hint=hint)
+
+
+def check_count(value: Any, name: str, lo: int = 1, what: str = "") -> int:
+    """A Python (or NumPy) integer ``>= lo``: config that sets a shape, so never traced.
+
+    ``what`` says what it sets, for the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a Python int{what}, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}{what}, got {value}")
+    return int(value)
 
 
 def check_gamma(gamma: ArrayLike, name: str = "gamma") -> None:
@@ -506,3 +529,27 @@ def check_integer(x: ArrayLike, name: str, hint: str) -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype, got {x.dtype}: {hint}")
     return x
+
+
+def prepare_elementwise(
+    preds: ArrayLike, labels: ArrayLike, *, name: str, from_logits: bool, **config: Any
+) -> tuple[jax.Array, jax.Array, Any]:
+    """The door of an elementwise loss: its inputs checked, in the dtype it computes in.
+
+    Checks that ``preds`` (logits, or probabilities with ``from_logits=False``)
+    have a float dtype and that they, the labels and the array-valued
+    ``config`` (``weights``, ``pos_weight``, ...) broadcast together; ties the
+    value checks of the predictions, the labels and ``weights`` to them; and
+    returns ``(preds, labels, dtype)`` with both cast to the compute dtype
+    (float32 for half precision) and ``dtype`` the one to return the loss in.
+    Range checks of scalar config are the caller's (``check_range`` and kin).
+    """
+    x = check_float(preds, name)
+    y = jnp.asarray(labels)
+    check_broadcast(**{name: x, "labels": y}, **config)
+    x = check_logits(x, name) if from_logits else check_probabilities(x, name)
+    y = check_labels(y)
+    if config.get("weights") is not None:
+        x = check_weights(config["weights"], carrier=x)
+    compute = _common.compute_dtype(x.dtype)
+    return x.astype(compute), y.astype(compute), x.dtype

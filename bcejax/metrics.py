@@ -494,8 +494,7 @@ def _bin_edges(n_bins: int, dtype: np.dtype) -> np.ndarray:
     when it is above ``e`` rounded down, so binning in ``dtype`` puts every
     probability in scikit-learn's bin (which compares in float64).
     """
-    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    checks.check_count(n_bins, "n_bins")
     exact = np.linspace(0.0, 1.0, n_bins + 1)
     rounded = exact.astype(dtype)
     return np.where(rounded > exact, np.nextafter(rounded, rounded.dtype.type(-1)), rounded)
@@ -645,8 +644,7 @@ class StreamingBinaryMetrics:
         dtype: Any = jnp.float32,
     ) -> StreamingBinaryMetrics:
         """A state with nothing counted; ``dtype`` is that of the counts."""
-        if not isinstance(num_bins, int | np.integer) or num_bins < 2:
-            raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+        checks.check_count(num_bins, "num_bins", lo=2)
         _bin_edges(ece_bins, np.dtype(dtype))  # checks ece_bins
         if threshold is None:
             threshold = 0.0 if from_logits else 0.5

@@ -21,7 +21,6 @@ from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from bcejax import _common, _linear_head, binary, checks
@@ -262,7 +261,9 @@ def sigmoid_binary_cross_entropy_with_linear(
     compute = _common.compute_dtype(dtype)
     f, w, b = f.astype(compute), w.astype(compute), b.astype(compute)
     pw = None if pos_weight is None else jnp.asarray(pos_weight, compute)
-    chunk = min(int(chunk_size), num_labels)
+    chunk = min(
+        checks.check_count(chunk_size, "chunk_size", what=" (labels per chunk)"), num_labels
+    )
     chunks = -(-num_labels // chunk)
     offset = 0 if axes is None else jax.lax.axis_index(axes) * num_labels
 
@@ -317,18 +318,12 @@ def _check_softmax_head(
             f"labels must have shape ({tokens},), one token id per row of features, got {y.shape}"
         )
     checks.check_reduction(reduction)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
-        raise TypeError(f"chunk_size must be an int, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    checks.check_count(chunk_size, "chunk_size", what=" (it sets the vocabulary chunk's shape)")
     checks.check_label_smoothing(label_smoothing)
     checks.check_nonnegative(z_loss, "z_loss")
-    if logit_softcap is not None and not isinstance(logit_softcap, jax.core.Tracer):
-        cap = np.asarray(logit_softcap, np.float64)
-        if cap.shape != () or not cap > 0:
-            raise ValueError(
-                f"logit_softcap must be a scalar > 0 (or None for no cap), got {cap.tolist()}"
-            )
+    if logit_softcap is not None and jnp.ndim(logit_softcap) != 0:
+        raise ValueError(f"logit_softcap must be a scalar, got shape {jnp.shape(logit_softcap)}")
+    checks.check_positive(logit_softcap, "logit_softcap", hint=": pass None for no cap")
     return f, w, b, y
 
 

@@ -106,7 +106,7 @@ def test_bool_and_int_labels_are_accepted():
         (bcejax.sigmoid_binary_cross_entropy, dict(label_smoothing=-0.1), r"label_smoothing"),
         (bcejax.sigmoid_binary_cross_entropy, dict(pos_weight=-2.0), r"pos_weight must be >= 0"),
         (bcejax.binary_cross_entropy, dict(eps=0.0), r"eps must be > 0.*eps=None"),
-        (bcejax.binary_cross_entropy, dict(eps=0.7), r"eps must be >= 0.0 and < 0.5"),
+        (bcejax.binary_cross_entropy, dict(eps=0.7), r"eps must be > 0.0 and < 0.5"),
     ],
 )
 def test_config_out_of_range(fn, kwargs, match):

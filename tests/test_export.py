@@ -278,13 +278,13 @@ def test_every_branch_gives_the_same_values_and_gradients(name):
 
 
 def test_overflow_to_inf_is_the_same_on_every_branch():
-    from bcejax import _common
+    from bcejax import _xla_cpu
 
     big = np.finfo(np.float32).max
     values = np.array([0.0, -3.5, 1e19, 1.9e19, -1.9e19, big, -big, np.inf, -np.inf], np.float32)
     with _forced_default_branch():
-        default = jax.jit(_common.overflow_to_inf)(values)
-    cpu = jax.jit(lambda v: _common.overflow_to_inf(v))(values)
+        default = jax.jit(_xla_cpu.overflow_to_inf)(values)
+    cpu = jax.jit(lambda v: _xla_cpu.overflow_to_inf(v))(values)
     np.testing.assert_array_equal(cpu, default)
     np.testing.assert_array_equal(cpu[:3], values[:3])
     assert np.all(np.isinf(cpu[3:]))
