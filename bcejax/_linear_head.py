@@ -145,18 +145,10 @@ def _forward(
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def token_losses(
-    cfg: HeadConfig,
-    f: jax.Array,
-    w: jax.Array,
-    b: jax.Array,
-    labels: jax.Array,
-    smoothing: jax.Array,
-    z_coef: jax.Array,
-    cap: jax.Array,
-) -> jax.Array:
-    """Per-token loss ``(tokens,)``; ``f``, ``b`` and the scalars in the compute dtype."""
-    return _forward(cfg, f, w, b, labels, smoothing, z_coef, cap)[0]
+def token_losses(cfg: HeadConfig, *operands: jax.Array) -> jax.Array:
+    """Per-token loss ``(tokens,)`` of ``(f, w, b, labels, smoothing, z_coef, cap)``, as
+    :func:`_forward` takes them; ``f``, ``b`` and the scalars in the compute dtype."""
+    return _forward(cfg, *operands)[0]
 
 
 def _backward(

@@ -527,15 +527,16 @@ class JaccardLoss(_SmoothedOverlapLoss):
     """Soft Jaccard (IoU) loss per image (:func:`bcejax.jaccard_loss`), averaged.
 
     Examples:
-      The mean over the images of ``1/2`` (one false positive) and 0 (a perfect image):
+      One image with ``TP = FP = FN = 1`` once its masked last pixel is left out:
+      ``(FP + FN) / (TP + FP + FN) = 2/3``:
 
       >>> import jax.numpy as jnp
       >>> import bcejax
-      >>> probs = jnp.array([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # two images
-      >>> masks = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
       >>> loss_fn = bcejax.losses.JaccardLoss(smooth=0.0, from_logits=False)
-      >>> print(f"{float(loss_fn(probs, masks)):.4f}")
-      0.2500
+      >>> probs, masks = jnp.array([[1.0, 1.0, 0.0, 1.0]]), jnp.array([[1.0, 0.0, 1.0, 0.0]])
+      >>> keep = jnp.array([[True, True, True, False]])
+      >>> print(f"{float(loss_fn(probs, masks, where=keep)):.4f}")
+      0.6667
     """
 
     function = segmentation.jaccard_loss
