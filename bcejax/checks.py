@@ -188,17 +188,31 @@ class _Check:
 _RANGE = " (min {lo}, max {hi})"
 
 
-def _extent(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``(lo, hi, has_nan, integral)``: the summaries every cause is told from."""
+_Extent = tuple[jax.Array, jax.Array, jax.Array]
+
+
+def _extent(v: jax.Array) -> _Extent:
+    """``(lo, hi, has_nan)``, two passes over ``v``: most checks are decided from these."""
     lo, hi = jnp.min(v), jnp.max(v)  # NaN if any entry is NaN
-    if jnp.issubdtype(v.dtype, jnp.floating):
-        return lo, hi, jnp.isnan(lo), jnp.all(v == jnp.round(v))
-    return lo, hi, jnp.zeros((), bool), jnp.ones((), bool)
+    return lo, hi, jnp.isnan(lo) if jnp.issubdtype(v.dtype, jnp.floating) else jnp.zeros((), bool)
 
 
-def _label_causes(text: str, v: jax.Array, bad: jax.Array) -> list[_jax_private.Cause]:
+def _integral(v: jax.Array, bad: jax.Array) -> jax.Array:
+    """Whether every entry is a whole number, looked at only when the check has failed."""
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        return jnp.ones((), bool)
+    # Both branches reduce ``u`` (the second over none of it, so True), which keeps the
+    # result typed as ``u`` is inside shard_map (varying over the devices or not).
+    whole = lambda u: jnp.all(u == jnp.round(u))  # noqa: E731
+    return jax.lax.cond(bad, whole, lambda u: jnp.all(jnp.ravel(u)[:0] == 0), v)
+
+
+def _label_causes(
+    text: str, v: jax.Array, bad: jax.Array, extent: _Extent
+) -> list[_jax_private.Cause]:
     """Why labels are out of their domain (``bad``), most specific first; the catch-all last."""
-    lo, hi, has_nan, integral = _extent(v)
+    lo, hi, has_nan = extent
+    integral = _integral(v, bad)
     ranged = text + _RANGE
     nan = text + " (contains NaN): NaN labels; drop those entries or mask them with `where`"
     eight_bit = ranged + ": labels up to 255 look like an 8-bit mask; divide by 255"
@@ -216,18 +230,22 @@ def _label_causes(text: str, v: jax.Array, bad: jax.Array) -> list[_jax_private.
 @dataclasses.dataclass(frozen=True)
 class _Labels(_Check):
     def causes(self, v):
-        bad = ~jnp.all((v >= -ROUNDING_TOLERANCE) & (v <= 1 + ROUNDING_TOLERANCE))
-        return _label_causes(f"{self.name} must be in [0, 1]", v, bad)
+        extent = lo, hi, _ = _extent(v)
+        bad = ~((lo >= -ROUNDING_TOLERANCE) & (hi <= 1 + ROUNDING_TOLERANCE))  # NaN: bad
+        return _label_causes(f"{self.name} must be in [0, 1]", v, bad, extent)
 
 
 @dataclasses.dataclass(frozen=True)
 class _BinaryLabels(_Check):
     def causes(self, v):
-        return _label_causes(f"{self.name} must be 0 or 1", v, ~jnp.all((v == 0) | (v == 1)))
+        bad = ~jnp.all((v == 0) | (v == 1))
+        return _label_causes(f"{self.name} must be 0 or 1", v, bad, _extent(v))
 
 
-def _range_causes(text: str, v: jax.Array, bad: jax.Array, hint: str) -> list[_jax_private.Cause]:
-    lo, hi, has_nan, _ = _extent(v)
+def _range_causes(
+    text: str, bad: jax.Array, extent: _Extent, hint: str
+) -> list[_jax_private.Cause]:
+    lo, hi, has_nan = extent
     return [
         _cause(has_nan, text + " (contains NaN)" + hint),
         _cause(bad, text + _RANGE + hint, lo=lo, hi=hi),
@@ -237,17 +255,19 @@ def _range_causes(text: str, v: jax.Array, bad: jax.Array, hint: str) -> list[_j
 @dataclasses.dataclass(frozen=True)
 class _Probabilities(_Check):
     def causes(self, v):
+        extent = lo, hi, _ = _extent(v)
         text = f"{self.name} must be probabilities in [0, 1]"
         hint = ": for logits, use the sigmoid_* loss or from_logits=True"
-        return _range_causes(text, v, ~jnp.all((v >= 0) & (v <= 1)), hint)
+        return _range_causes(text, ~((lo >= 0) & (hi <= 1)), extent, hint)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Weights(_Check):
     def causes(self, v):
+        extent = lo, _, _ = _extent(v)
         hint = ": take the absolute value or clip at 0"
         return _range_causes(
-            f"{self.name} must be >= 0", v, ~jnp.all(v >= -ROUNDING_TOLERANCE), hint
+            f"{self.name} must be >= 0", ~(lo >= -ROUNDING_TOLERANCE), extent, hint
         )
 
 
@@ -267,11 +287,10 @@ class _ClassIndices(_Check):
     ignore_index: int | None
 
     def causes(self, v):
-        valid = (v >= 0) & (v < self.num_classes)
-        if self.ignore_index is not None:
-            valid |= v == self.ignore_index
-        bad = ~jnp.all(valid)
-        lo, hi = jnp.min(v), jnp.max(v)
+        lo, hi, _ = _extent(v)
+        bad = (lo < 0) | (hi >= self.num_classes)
+        if self.ignore_index is not None:  # in range, or the ignored index
+            bad = ~jnp.all((v >= 0) & (v < self.num_classes) | (v == self.ignore_index))
         text = f"{self.name} must be class indices in [0, {self.num_classes})"
         if self.ignore_index is not None:
             text += f" or ignore_index={self.ignore_index}"
@@ -288,8 +307,9 @@ class _ClassIndices(_Check):
 @dataclasses.dataclass(frozen=True)
 class _SignedTargets(_Check):
     def causes(self, v):
-        lo, hi, _, integral = _extent(v)
+        lo, hi, _ = _extent(v)
         bad = ~jnp.all((v == -1) | (v == 1))
+        integral = _integral(v, bad)
         text = f"{self.name} must be -1 or 1" + _RANGE
         zero_one = text + ": targets in {{0, 1}}; map them to {{-1, 1}} with 2 * labels - 1"
         other = text + ": map labels in {{0, 1}} to {{-1, 1}} with 2 * labels - 1"
