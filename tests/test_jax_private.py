@@ -120,3 +120,23 @@ def test_the_running_form_reports_the_first_cause_that_fails():
         lambda x, y: bcejax.sigmoid_binary_cross_entropy(x, y), errors=checkify.user_checks
     )(np.zeros(3, np.float32), np.array([0.0, 1.0, 255.0], np.float32))
     assert "8-bit mask" in error.get()
+
+
+def test_the_public_debug_check_would_make_exported_programs_unserializable():
+    """Why the check primitive has a private checkify rule rather than being a debug_check.
+
+    A traced ``debug_check`` leaves checkify's error effect on the program, which
+    ``jax.export`` cannot serialize, while a program with bcejax's checks serializes
+    (tests/test_export.py). When this test fails, a JAX release serializes the effect:
+    the public ``debug_check`` can then replace the private rule.
+    """
+
+    def with_debug_check(x):
+        checkify.debug_check(jnp.all(x >= 0), "negative")
+        return x.sum()
+
+    exported = jax.export.export(jax.jit(with_debug_check))(jnp.ones(3))
+    with pytest.raises(NotImplementedError, match="nullary constructor"):
+        exported.serialize()
+    loss = jax.jit(lambda x, y: bcejax.sigmoid_binary_cross_entropy(x, y).sum())
+    jax.export.export(loss)(jnp.ones(3), jnp.ones(3)).serialize()
