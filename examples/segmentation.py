@@ -54,6 +54,8 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import cli
+import evaluation
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -196,13 +198,13 @@ def loss_callable(name: str):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = training.arguments(
+    parser = cli.arguments(
         "segmentation", __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
     )
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice")
     parser.add_argument("--widths", default="8,16,32", help="channels per U-Net level")
     parser.add_argument("--train-size", type=int, default=SPLITS["train"], help="training images")
-    args = training.parse(parser, argv)  # first: it may join other processes
+    args = cli.parse(parser, argv)  # first: it may join other processes
     sizes = dict(SPLITS, train=args.train_size)
     if args.quick:
         args.epochs = min(args.epochs, 2)
@@ -224,8 +226,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, steps // 10), steps)
     optimizer = optax.adamw(schedule, weight_decay=1e-4)
     result = training.fit(task, args, optimizer)
-    return training.evaluate(task, result)
+    return evaluation.evaluate(task, result)
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

@@ -53,6 +53,8 @@ import functools
 import itertools
 import re
 
+import cli
+import evaluation
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,7 +176,7 @@ def loss_callable(name: str):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = training.arguments(
+    parser = cli.arguments(
         "sentiment", __doc__.splitlines()[0], epochs=30, batch_size=64, lr=3e-3, patience=4
     )
     parser.add_argument("--loss", choices=("bce", "label_smoothing", "focal", "mse"), default="bce")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--drop", type=float, default=0.0, help="n-gram dropout rate")
     parser.add_argument("--members", type=int, default=5, help="models in the ensemble")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    args = training.parse(parser, argv)  # first: it may join other processes
+    args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs, args.members = min(args.epochs, 3), 1
     splits, vocabulary = load(args.seed, args.quick)
@@ -205,20 +207,20 @@ def main(argv: list[str] | None = None) -> dict | None:
         member_args = argparse.Namespace(
             **{**vars(args), "seed": seed, "out": args.out / f"member{index}"}
         )
-        training.report(f"member {index + 1} of {args.members}")
+        cli.report(f"member {index + 1} of {args.members}")
         return task, training.fit(task, member_args, optimizer)
 
     # An ensemble: members differ in their initialization and batch order, and the
     # ensemble's logit is the mean of theirs.
     members = [member(index) for index in range(args.members)]
-    logits = [training.split_logits(task, result) for task, result in members]
+    logits = [evaluation.split_logits(task, result) for task, result in members]
     mean = {split: np.mean([each[split] for each in logits], 0) for split in ("val", "test")}
     # Reported in --out with the members' total training time; epochs and history: the last's.
     task, last = members[-1]
     seconds = sum(result.seconds for _, result in members)
     ensemble = dataclasses.replace(last, out=args.out, seconds=seconds)
-    return training.evaluate(task, ensemble, mean)
+    return evaluation.evaluate(task, ensemble, mean)
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

@@ -30,6 +30,8 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import cli
+import evaluation
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -129,14 +131,14 @@ def loss_callable(name: str, train_labels: np.ndarray):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = training.arguments(
+    parser = cli.arguments(
         "spam", __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
     )
     parser.add_argument(
         "--loss", choices=("bce", "pos_weight", "focal", "asymmetric"), default="bce"
     )
     parser.add_argument("--hidden", type=int, default=64)
-    args = training.parse(parser, argv)  # first: it may join other processes
+    args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs = min(args.epochs, 3)
     splits = load(args.seed)
@@ -150,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
     optimizer = optax.adamw(args.lr, weight_decay=1e-4)
     result = training.fit(task, args, optimizer)
-    return training.evaluate(task, result)
+    return evaluation.evaluate(task, result)
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

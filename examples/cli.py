@@ -1,0 +1,153 @@
+"""The command line every example shares, and the set-up of its processes.
+
+:func:`arguments` builds the flags every example takes, and :func:`parse`
+checks them before any work (a bad value ends the run with a one-line error
+and exit status 2, as argparse does), then joins the other processes when
+``--distributed`` is given: before any other JAX call, as
+``jax.distributed.initialize`` requires. :func:`run` ends an example cleanly
+on the faults it expects; :func:`report` prints from process 0 alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jax
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointError(RuntimeError):
+    """``--resume`` found checkpoints but could read none of them."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``spam.py: error: ...``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def arguments(
+    name: str, description: str, *, epochs: int, batch_size: int, lr: float, patience: int = 3
+) -> argparse.ArgumentParser:
+    """The command line every example shares; examples add their own options."""
+    parser = _Parser(description=description)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="the global batch")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    parser.add_argument("--patience", type=int, default=patience, help="early-stopping epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs") / name, help="output folder (%(default)s)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest readable checkpoint"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
+    hosts = parser.add_argument_group(
+        "several processes",
+        "one command per process; on a TPU pod, Slurm or Open MPI, --distributed finds the rest",
+    )
+    hosts.add_argument(
+        "--distributed", action="store_true", help="call jax.distributed.initialize() first"
+    )
+    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=int, metavar="N")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="0 to N - 1")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses and checks the flags, then joins the other processes if ``--distributed``.
+
+    Call it first in ``main``: ``jax.distributed.initialize`` must run before
+    any other JAX call, and a bad flag must stop the run before any work.
+    """
+    args = parser.parse_args(argv)
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be positive and finite, got {args.lr:g}")
+    for flag, value in (("--patience", args.patience), ("--seed", args.seed)):
+        if value < 0:
+            parser.error(f"{flag} must be 0 or more, got {value}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder (it is created if absent)")
+    if args.resume and not has_checkpoint(args.out):
+        parser.error(f"--resume: no checkpoint in {args.out}; leave out --resume to start anew")
+    _check_processes(parser, args)
+    if args.distributed:
+        # Processes on CPU exchange data through gloo: JAX's default, set if a JAX has none.
+        if jax.config.jax_cpu_collectives_implementation is None:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        host = (args.coordinator_address or "").rpartition(":")[0]
+        # A coordinator on a loopback address serves this machine only: it listens there
+        # rather than on every interface, JAX's default.
+        local = host in ("127.0.0.1", "localhost", "[::1]")
+        try:
+            jax.distributed.initialize(
+                args.coordinator_address,
+                args.num_processes,
+                args.process_id,
+                coordinator_bind_address=args.coordinator_address if local else None,
+            )
+        except ValueError as error:  # a value neither given nor found in a cluster
+            parser.error(
+                f"--distributed: {error} Outside a TPU pod, Slurm or Open MPI job, give "
+                "--coordinator-address, --num-processes and --process-id"
+            )
+    return args
+
+
+def _check_processes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [args.coordinator_address, args.num_processes, args.process_id]
+    if not args.distributed and any(value is not None for value in given):
+        parser.error("--coordinator-address, --num-processes and --process-id need --distributed")
+    if args.coordinator_address is not None:
+        host, _, port = args.coordinator_address.rpartition(":")
+        if not (host and port.isdigit() and 0 < int(port) < 65536):
+            parser.error(f"--coordinator-address must be HOST:PORT, got {args.coordinator_address}")
+    if args.num_processes is not None and args.num_processes < 1:
+        parser.error(f"--num-processes must be a positive integer, got {args.num_processes}")
+    if args.process_id is not None and args.process_id < 0:
+        parser.error(f"--process-id must be 0 or more, got {args.process_id}")
+    if args.num_processes is not None and (args.process_id or 0) >= args.num_processes:
+        parser.error(f"--process-id must be below --num-processes, got {args.process_id}")
+
+
+def has_checkpoint(out: Path) -> bool:
+    """Whether ``out``, or a folder below it (an ensemble member's), holds a checkpoint.
+
+    Checkpoints are kept in ``OUT/checkpoints/<epoch>`` (:mod:`checkpoints`).
+    """
+    return any(step.name.isdigit() for step in out.glob("**/checkpoints/*"))
+
+
+def report(message: str) -> None:
+    """Prints ``message`` from process 0 only, so several processes print it once."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Runs an example's ``main``, ending the process cleanly on the faults it expects.
+
+    A non-finite loss exits with its message and status 1; checkpoints none of
+    which can be read, with an argparse-style one-line error and status 2.
+    """
+    try:
+        main()
+    except NonFiniteLossError as error:
+        raise SystemExit(f"training stopped: {error}") from None
+    except CheckpointError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
