@@ -27,6 +27,7 @@ further out is certainly wrong and raises :class:`InvalidInputError`.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -172,7 +173,7 @@ def _cause(bad: jax.Array, message: str, **values: jax.Array) -> _jax_private.Ca
 
 
 @dataclasses.dataclass(frozen=True)
-class _Check:
+class _Check(abc.ABC):
     """The value checks of one input, one per named cause.
 
     ``causes(v)`` lists them in order: the first that fails is the one
@@ -181,8 +182,9 @@ class _Check:
 
     name: str
 
+    @abc.abstractmethod
     def causes(self, v: jax.Array) -> list[_jax_private.Cause]:
-        raise NotImplementedError
+        """The checks of ``v``, each ``(failed, message, values the message formats)``."""
 
 
 _RANGE = " (min {lo}, max {hi})"
@@ -341,12 +343,10 @@ def _guard(carrier: ArrayLike, value: ArrayLike, check: _Check) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="check")
 def _eager_check(value: jax.Array, check: _Check) -> checkify.Error:
-    # An op-by-op call: the checks of one input as one program; only their scalars come back.
-    def add(v):
-        for bad, message, values in check.causes(v):
-            checkify.check(~bad, message, debug=False, **values)
-
-    error, _ = checkify.checkify(add, errors=checkify.user_checks)(value)
+    # An op-by-op call: the input's checks as one program, through the primitive's own
+    # checkify rule; only their scalars come back.
+    bind = functools.partial(_check_p.bind, check=check)
+    error, _ = checkify.checkify(lambda v: bind(v, v), errors=checkify.user_checks)(value)
     return error
 
 
