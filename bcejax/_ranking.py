@@ -120,12 +120,14 @@ def rates_from_counts(c: ConfusionCounts) -> dict[str, jax.Array]:
     )
     den = (c.tp + c.fp) * positives * negatives * (c.tn + c.fn)
     mcc = safe_divide(c.tp * c.tn - c.fp * c.fn, jnp.sqrt(den))
+    f1 = safe_divide(2 * c.tp, 2 * c.tp + c.fp + c.fn)
     return dict(
         accuracy=safe_divide(c.tp + c.tn, positives + negatives),
         precision=safe_divide(c.tp, c.tp + c.fp),
         recall=recall,
-        f1_score=safe_divide(2 * c.tp, 2 * c.tp + c.fp + c.fn),
+        f1_score=f1,
         balanced_accuracy=balanced,
         matthews_corrcoef=mcc,
         iou_score=safe_divide(c.tp, c.tp + c.fp + c.fn),
+        dice_score=f1,
     )

@@ -27,6 +27,7 @@ accumulates the same metrics in a pytree of binned counts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -249,8 +250,48 @@ class _ThresholdMetric(Protocol):
     ) -> jax.Array: ...
 
 
-# The example of each threshold metric, on scikit-learn's four scores.
-_THRESHOLD_EXAMPLE = """
+# Each threshold metric: what it is, and how it comes to its value in the
+# example, where at 0.5 only the score 0.8 is predicted positive, so that
+# tp = 1, fp = 0, fn = 1, tn = 2.
+_THRESHOLD_METRICS = {
+    "accuracy": ("Weighted fraction of correct predictions.", "``(tp + tn) / 4``", "0.7500"),
+    "precision": (
+        "``tp / (tp + fp)``; 0 with no predicted positive (scikit-learn's default).",
+        "``tp / (tp + fp) = 1``",
+        "1.0000",
+    ),
+    "recall": ("``tp / (tp + fn)``; 0 with no positive label.", "``1/2``", "0.5000"),
+    "f1_score": (
+        "``2 tp / (2 tp + fp + fn)``, the harmonic mean of precision and recall; 0 if empty.",
+        "``2/3``",
+        "0.6667",
+    ),
+    "balanced_accuracy": (
+        "The mean of the recalls of the classes present in the labels (scikit-learn's).",
+        "the recalls are 1/2 (positives) and 1 (negatives)",
+        "0.7500",
+    ),
+    "matthews_corrcoef": (
+        "``(tp tn - fp fn) / sqrt((tp + fp)(tp + fn)(tn + fp)(tn + fn))``; 0 when a factor is 0.",
+        "``2 / sqrt(1 * 2 * 2 * 3)``",
+        "0.5774",
+    ),
+    "iou_score": (
+        "Intersection over union ``tp / (tp + fp + fn)`` (scikit-learn's jaccard_score).",
+        "``1/2``",
+        "0.5000",
+    ),
+    "dice_score": (
+        "Dice coefficient ``2 tp / (2 tp + fp + fn)`` over all entries (equal to F1); 0 if empty.",
+        "``2/3``",
+        "0.6667",
+    ),
+}
+
+_THRESHOLD_DOC = """{doc}
+
+    Predicts positive where ``scores >= threshold``.
+
     Examples:
       At the threshold 0.5 only the score 0.8 is predicted positive: ``tp = 1``,
       ``fp = 0``, ``fn = 1``, ``tn = 2``; {hint}:
@@ -263,88 +304,35 @@ _THRESHOLD_EXAMPLE = """
 """
 
 
-def _threshold_metric(name: str, doc: str, example: tuple[str, str]) -> _ThresholdMetric:
-    """The metric ``name`` of the confusion counts; ``example`` is ``(hint, value)``."""
+def _threshold_metric(name: str) -> _ThresholdMetric:
+    """The metric ``name`` of the confusion counts, documented from ``_THRESHOLD_METRICS``."""
 
-    def metric(
-        scores: ArrayLike,
-        labels: ArrayLike,
-        *,
-        threshold: ArrayLike = 0.5,
-        sample_weight: ArrayLike | None = None,
-        where: ArrayLike | None = None,
-    ) -> jax.Array:
-        return rates_from_counts(_counts(scores, labels, threshold, sample_weight, where))[name]
+    def metric(*args: Any, **kwargs: Any) -> jax.Array:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}() {e}; it takes {signature}") from None
+        bound.apply_defaults()
+        return rates_from_counts(_counts(**bound.arguments))[name]
 
-    hint, value = example
+    signature = inspect.signature(confusion_matrix)  # every threshold metric takes its arguments
+    doc, hint, value = _THRESHOLD_METRICS[name]
     metric.__name__ = metric.__qualname__ = name
-    metric.__doc__ = (
-        doc
-        + "\n\n    Predicts positive where ``scores >= threshold``.\n"
-        + _THRESHOLD_EXAMPLE.format(name=name, hint=hint, value=value)
-    )
+    metric.__signature__ = signature  # type: ignore[attr-defined]
+    metric.__doc__ = _THRESHOLD_DOC.format(doc=doc, name=name, hint=hint, value=value)
     return metric
 
 
-accuracy = _threshold_metric(
-    "accuracy",
-    "Weighted fraction of correct predictions.",
-    ("``(tp + tn) / 4``", "0.7500"),
-)
-precision = _threshold_metric(
-    "precision",
-    "``tp / (tp + fp)``; 0 with no predicted positive (scikit-learn's default).",
-    ("``tp / (tp + fp) = 1``", "1.0000"),
-)
-recall = _threshold_metric(
-    "recall",
-    "``tp / (tp + fn)``; 0 with no positive label.",
-    ("``tp / (tp + fn) = 1/2``", "0.5000"),
-)
-f1_score = _threshold_metric(
-    "f1_score",
-    "``2 tp / (2 tp + fp + fn)``, the harmonic mean of precision and recall; 0 if empty.",
-    ("``2 tp / (2 tp + fp + fn) = 2/3``", "0.6667"),
-)
-balanced_accuracy = _threshold_metric(
-    "balanced_accuracy",
-    "The mean of the recalls of the classes present in the labels (scikit-learn's).",
-    ("the recalls are 1/2 (positives) and 1 (negatives)", "0.7500"),
-)
-matthews_corrcoef = _threshold_metric(
-    "matthews_corrcoef",
-    "``(tp tn - fp fn) / sqrt((tp + fp)(tp + fn)(tn + fp)(tn + fn))``; 0 when a factor is 0.",
-    ("``2 / sqrt(1 * 2 * 2 * 3)``", "0.5774"),
-)
-iou_score = _threshold_metric(
-    "iou_score",
-    "Intersection over union ``tp / (tp + fp + fn)`` (scikit-learn's jaccard_score).",
-    ("``tp / (tp + fp + fn) = 1/2``", "0.5000"),
-)
-
-
-def dice_score(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    *,
-    threshold: ArrayLike = 0.5,
-    sample_weight: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-) -> jax.Array:
-    """Dice coefficient ``2 tp / (2 tp + fp + fn)`` over all entries (equal to F1); 0 if empty.
-
-    Predicts positive where ``scores >= threshold``.
-
-    Examples:
-      ``tp = 1``, ``fp = 0``, ``fn = 1`` at the threshold 0.5:
-
-      >>> import jax.numpy as jnp
-      >>> import bcejax
-      >>> scores, labels = jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1])
-      >>> print(f"{float(bcejax.metrics.dice_score(scores, labels)):.4f}")
-      0.6667
-    """
-    return f1_score(scores, labels, threshold=threshold, sample_weight=sample_weight, where=where)
+(
+    accuracy,
+    precision,
+    recall,
+    f1_score,
+    balanced_accuracy,
+    matthews_corrcoef,
+    iou_score,
+    dice_score,
+) = map(_threshold_metric, _THRESHOLD_METRICS)
 
 
 def fbeta_score(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from metric_inputs import SCALAR_METRICS, bcejax_metric
@@ -117,3 +119,28 @@ def test_fbeta_requires_beta():
     np.testing.assert_allclose(
         metrics.fbeta_score(GOOD_S, GOOD_Y, beta=1.0), metrics.f1_score(GOOD_S, GOOD_Y)
     )
+
+
+THRESHOLD_METRICS = [
+    "accuracy",
+    "precision",
+    "recall",
+    "f1_score",
+    "balanced_accuracy",
+    "matthews_corrcoef",
+    "iou_score",
+    "dice_score",
+]
+
+
+@pytest.mark.parametrize("name", THRESHOLD_METRICS)
+def test_threshold_metrics_take_the_arguments_of_confusion_matrix(name):
+    fn = getattr(metrics, name)
+    assert inspect.signature(fn) == inspect.signature(metrics.confusion_matrix)
+    assert fn.__name__ == name
+    got = fn(GOOD_S, GOOD_Y, threshold=0.3, sample_weight=np.ones(6), where=np.ones(6, bool))
+    assert np.isfinite(float(got))
+    with pytest.raises(TypeError, match=rf"{name}\(\) got an unexpected keyword .*'thresold'"):
+        fn(GOOD_S, GOOD_Y, thresold=0.3)
+    with pytest.raises(TypeError, match=rf"{name}\(\) .*takes \(scores"):
+        fn(GOOD_S, GOOD_Y, 0.3)
