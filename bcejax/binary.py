@@ -77,8 +77,7 @@ def sigmoid_binary_cross_entropy(
     x, y, dtype = checks.prepare_elementwise(
         logits, labels, name="logits", from_logits=True, weights=weights, pos_weight=pos_weight
     )
-    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
-    return _xla_cpu.view_call(_kernels.sigmoid_bce, x=x, y=y, config=config).astype(dtype)
+    return sigmoid_bce_of_checked(x, y, weights, pos_weight, label_smoothing).astype(dtype)
 
 
 @checks.compiled_when_eager
@@ -140,11 +139,7 @@ def sigmoid_focal_loss(
     x, y, dtype = checks.prepare_elementwise(
         logits, labels, name="logits", from_logits=True, weights=weights, alpha=alpha
     )
-    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
-    static = (_focal_halves(gamma), alpha is not None)
-    return _xla_cpu.view_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config).astype(
-        dtype
-    )
+    return sigmoid_focal_of_checked(x, y, weights, alpha, gamma, label_smoothing).astype(dtype)
 
 
 @checks.compiled_when_eager
@@ -415,6 +410,38 @@ def binary_focal_loss(
 # Integer focal exponents up to this one are computed as repeated products of
 # q = 1 - p_t, which is cheaper than exp(gamma * log q) and exact.
 _MAX_INTEGER_GAMMA = 8
+
+
+# The two kernels from logits, for inputs and config that a door has checked:
+# this module's functions, and the losses of other families that add a binary
+# loss to their own terms (sigmoid_bce_dice_loss, softmax_focal_loss). In the
+# compute dtype of ``x``; None stands for no weights, pos_weight or alpha.
+
+
+def sigmoid_bce_of_checked(
+    x: jax.Array,
+    y: jax.Array,
+    weights: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+) -> jax.Array:
+    """The elementwise :func:`sigmoid_binary_cross_entropy` of checked inputs."""
+    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (pos_weight, 1))
+    return _xla_cpu.view_call(_kernels.sigmoid_bce, x=x, y=y, config=config)
+
+
+def sigmoid_focal_of_checked(
+    x: jax.Array,
+    y: jax.Array,
+    weights: ArrayLike | None,
+    alpha: ArrayLike | None,
+    gamma: ArrayLike,
+    label_smoothing: ArrayLike = 0.0,
+) -> jax.Array:
+    """The elementwise :func:`sigmoid_focal_loss` of checked inputs."""
+    config = _or(x.dtype, (label_smoothing, 0), (weights, 1), (alpha, 0), (gamma, 0))
+    static = (_focal_halves(gamma), alpha is not None)
+    return _xla_cpu.view_call(_kernels.sigmoid_focal, *static, x=x, y=y, config=config)
 
 
 def _cast(value, dtype):

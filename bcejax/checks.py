@@ -277,7 +277,7 @@ class _Weights(_Check):
 class _NotNaN(_Check):
     def causes(self, v):
         message = (
-            f"{self.name} contain NaN: the model has diverged upstream of the loss "
+            f"NaN in {self.name}: the model has diverged upstream of the loss "
             "(lower the learning rate, or check the inputs for NaN)"
         )
         return [_cause(jnp.any(jnp.isnan(v)), message)]
@@ -473,8 +473,13 @@ def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, "reduction", REDUCTIONS)
+
+
+def check_choice(value: Any, name: str, choices: tuple[Any, ...], hint: str = "") -> None:
+    """``value`` must be one of ``choices`` (a static option, checked at trace time)."""
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}{hint}")
 
 
 def _concrete_scalars(value):

@@ -94,6 +94,21 @@ def _prepare(logits, axis, where):
     return x, None if mask is None else _classes_last(mask, axes), axes, logits.dtype
 
 
+def _prepare_soft(logits, labels, axis, where):
+    """:func:`_prepare` with checked soft labels: ``(x, y, mask, axes, shape, dtype)``.
+
+    ``y`` is in the compute dtype with the classes last; ``shape`` is the shape
+    the logits and labels broadcast to.
+    """
+    x_in = checks.check_float(logits, "logits")
+    labels = jnp.asarray(labels)
+    shape = checks.check_broadcast(logits=x_in, labels=labels)
+    x, mask, axes, dtype = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
+    y = _classes_last(jnp.broadcast_to(labels, shape), axes)
+    y = checks.check_labels(y if mask is None else jnp.where(mask, y, 0), carrier=y)
+    return x, y.astype(x.dtype), mask, axes, shape, dtype
+
+
 def _masked(x, coef, mask):
     # Masked classes leave the softmax (logit -inf, which also hides a NaN there)
     # and the sum (coefficient 0).
@@ -157,14 +172,9 @@ def softmax_cross_entropy(
       Szegedy et al., Rethinking the Inception Architecture for Computer
       Vision, CVPR 2016 (label smoothing), https://arxiv.org/abs/1512.00567
     """
-    x_in = checks.check_float(logits, "logits")
-    labels = jnp.asarray(labels)
-    shape = checks.check_broadcast(logits=x_in, labels=labels)
-    x, mask, axes, dtype = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
-    y = _classes_last(jnp.broadcast_to(labels, shape), axes)
-    y = checks.check_labels(y if mask is None else jnp.where(mask, y, 0), carrier=y)
+    x, y, mask, axes, shape, dtype = _prepare_soft(logits, labels, axis, where)
     weights = _class_weights(class_weights, shape, axes, x.dtype)
-    coef = _smoothed_labels(y.astype(x.dtype), _smoothing(label_smoothing, x.dtype), mask)
+    coef = _smoothed_labels(y, _smoothing(label_smoothing, x.dtype), mask)
     if weights is not None:
         coef = coef * weights
     x, coef = _masked(x, coef, mask)
@@ -375,7 +385,7 @@ def softmax_focal_loss(
             alpha = jnp.sum(jnp.where(target, alpha, 0), -1)
         weight = weight * alpha
     margin = jnp.where(has_target, margin, 0)
-    loss = binary.sigmoid_focal_loss(margin, jnp.ones_like(margin), gamma=gamma, weights=weight)
+    loss = binary.sigmoid_focal_of_checked(margin, jnp.ones_like(margin), weight, None, gamma)
     return jnp.where(_in_range(labels, num_classes, kept), loss, jnp.nan).astype(dtype)
 
 
@@ -436,17 +446,14 @@ def poly_loss_cross_entropy(
       Leng et al., PolyLoss: A Polynomial Expansion Perspective of
       Classification Loss Functions, ICLR 2022, https://arxiv.org/abs/2204.12511
     """
-    cross_entropy = softmax_cross_entropy(logits, labels, axis, where)
-    if _common.known_zero(epsilon):
-        return cross_entropy
-    x_in = checks.check_float(logits, "logits")
-    shape = jnp.broadcast_shapes(x_in.shape, jnp.shape(labels))
-    x, mask, axes, _ = _prepare(jnp.broadcast_to(x_in, shape), axis, where)
-    y = _classes_last(jnp.broadcast_to(jnp.asarray(labels, x.dtype), shape), axes)
+    x, y, mask, _, _, dtype = _prepare_soft(logits, labels, axis, where)
     x, y = _masked(x, y, mask)
+    cross_entropy = _softmax.softmax_cross_entropy(False, x, None, None, y)
+    if _common.known_zero(epsilon):
+        return cross_entropy.astype(dtype)
     wrong = -jnp.expm1(_softmax.log_softmax(x, (-1,)))
     poly = jnp.sum(y * wrong, -1) * jnp.asarray(epsilon, x.dtype)
-    return (cross_entropy + poly.astype(cross_entropy.dtype)).astype(cross_entropy.dtype)
+    return (cross_entropy + poly).astype(dtype)
 
 
 @checks.compiled_when_eager

@@ -128,7 +128,7 @@ def _axis_names(axis_name: Hashable | tuple[Hashable, ...] | None) -> tuple[Hash
 
 
 def _check_matmul(features, weight, features_shape, weight_shape, hint=""):
-    """Float ``features`` and ``weight`` whose product ``features @ weight`` is defined."""
+    """Float ``features`` and ``weight``, checked for NaN, whose product is defined."""
     f = checks.check_float(features, "features")
     w = checks.check_float(weight, "weight")
     if f.ndim != 2 or w.ndim != 2 or w.shape[0] != f.shape[1]:
@@ -136,7 +136,7 @@ def _check_matmul(features, weight, features_shape, weight_shape, hint=""):
             f"features {features_shape} and weight {weight_shape} must share dim, got "
             f"{f.shape} and {w.shape}{hint}"
         )
-    return f, w
+    return checks.check_logits(f, "features"), checks.check_logits(w, "weight")
 
 
 def _check_head(features, weight, bias, labels, positive_indices, pos_weight, reduction, total):
@@ -280,7 +280,7 @@ def sigmoid_binary_cross_entropy_with_linear(
         pw_chunk = (
             pw if pw is None or pw.ndim == 0 else jax.lax.dynamic_slice_in_dim(pw, start, chunk)
         )
-        loss = binary.sigmoid_binary_cross_entropy(logits, y_chunk, pos_weight=pw_chunk)
+        loss = binary.sigmoid_bce_of_checked(logits, y_chunk.astype(compute), None, pw_chunk)
         loss = jnp.where(columns >= c * chunk, loss, 0)
         return total + jnp.sum(loss), None
 

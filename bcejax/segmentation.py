@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from bcejax import _common, binary, checks
+from bcejax._primitives import prob_bce_terms
 from bcejax.reduction import reduce_loss
 
 
@@ -84,14 +85,18 @@ def _overlap_loss(logits, labels, where, from_logits, smooth, *, overlap, fp, fn
     """``(fp FP + fn FN) / (overlap TP + fp FP + fn FN + smooth)`` per image."""
     checks.check_nonnegative(smooth, "smooth")
     _, p, p_neg, y, _, dtype = _prepare(logits, labels, where, from_logits)
+    return _overlap(p, p_neg, y, smooth, overlap, fp, fn).astype(dtype)
+
+
+def _overlap(p, p_neg, y, smooth, overlap, fp, fn):
+    """:func:`_overlap_loss` of prepared values, in their dtype."""
     axes = _image_axes(p)
     tp = jnp.sum(p * y, axes)
     mismatch = fp * jnp.sum(p * (1 - y), axes) + fn * jnp.sum(p_neg * y, axes)
     den = overlap * tp + mismatch + jnp.asarray(smooth, p.dtype)
     # den = 0 only for an empty image and smooth = 0: nothing to get wrong, loss 0.
     positive = den > 0
-    loss = jnp.where(positive, mismatch / jnp.where(positive, den, 1), 0)
-    return loss.astype(dtype)
+    return jnp.where(positive, mismatch / jnp.where(positive, den, 1), 0)
 
 
 @checks.compiled_when_eager
@@ -337,8 +342,8 @@ def sigmoid_bce_dice_loss(
     Args:
       logits: a batch of images of logits (or probabilities, see ``from_logits``).
       labels: masks in ``[0, 1]`` of the same shape.
-      bce_weight: ``lambda_bce``.
-      dice_weight: ``lambda_dice``.
+      bce_weight: ``lambda_bce >= 0``.
+      dice_weight: ``lambda_dice >= 0``.
       smooth: ``s >= 0`` of the Dice term.
       from_logits: False when ``logits`` are probabilities (PyTorch's clamped
         ``binary_cross_entropy``).
@@ -361,9 +366,12 @@ def sigmoid_bce_dice_loss(
       Isensee et al., nnU-Net: a self-configuring method for deep
       learning-based biomedical image segmentation, Nature Methods 2021.
     """
-    dice = dice_loss(logits, labels, smooth=smooth, from_logits=from_logits, where=where)
-    bce_fn = binary.sigmoid_binary_cross_entropy if from_logits else binary.binary_cross_entropy
-    x, y, mask = _cut_out(logits, labels, where, "logits" if from_logits else "probs")
-    bce = reduce_loss(bce_fn(x, y), "mean", where=mask, axis=_image_axes(x))
-    bce_weight = jnp.asarray(bce_weight, bce.dtype)
-    return (bce_weight * bce + jnp.asarray(dice_weight, dice.dtype) * dice).astype(dice.dtype)
+    checks.check_nonnegative(bce_weight, "bce_weight")
+    checks.check_nonnegative(dice_weight, "dice_weight")
+    checks.check_nonnegative(smooth, "smooth")
+    x, p, p_neg, y, mask, dtype = _prepare(logits, labels, where, from_logits)
+    dice = _overlap(p, p_neg, y, smooth, overlap=2, fp=1, fn=1)
+    bce = binary.sigmoid_bce_of_checked(x, y) if from_logits else prob_bce_terms(x, y, 1 - y)
+    bce = reduce_loss(bce, "mean", where=mask, axis=_image_axes(x))
+    bce_weight, dice_weight = jnp.asarray(bce_weight, x.dtype), jnp.asarray(dice_weight, x.dtype)
+    return (bce_weight * bce + dice_weight * dice).astype(dtype)

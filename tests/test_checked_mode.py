@@ -60,7 +60,7 @@ CASES = {
         lambda: jax.jit(jax.value_and_grad(_bce_mean)),
         (X, Y),
         (np.where(Y > 0, np.nan, X), Y),
-        "logits contain NaN",
+        "NaN in logits",
     ),
     "nested_jit": (
         lambda: jax.jit(lambda x, y: 2 * jax.jit(_bce_mean)(x, y)),

@@ -6,8 +6,11 @@ whether it takes logits or probabilities, and the config to call it with.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import inspect
+import re
 
 import helpers
 import jax
@@ -554,3 +557,57 @@ def test_every_callable_is_in_a_registry():
         if isinstance(cls.level, property):  # chosen by the config (LovaszHinge's per_image)
             continue
         assert cls.level in bcejax.losses.LEVELS or cls is bcejax.losses.SumOfLosses
+
+
+# ---------------------------------------------------------------------------
+# Each input is checked once: at the public function's door, never again by a
+# helper or by the function a callable passes it on to.
+# ---------------------------------------------------------------------------
+
+
+def _checks_traced(fn, *args):
+    """The value checks in the program of ``fn(*args)``, one string for each check made."""
+    return re.findall(r"bcejax_check\[check=(.*?)\]", str(jax.make_jaxpr(fn)(*args)))
+
+
+def _assert_each_checked_once(fn, *args):
+    made = _checks_traced(fn, *args)
+    assert made, "no value is checked"
+    repeated = {c: n for c, n in collections.Counter(made).items() if n > 1}
+    assert not repeated, f"checked more than once: {repeated}"
+
+
+@pytest.mark.parametrize("name, fn, kind, config", LOSSES, ids=ids)
+def test_each_input_is_checked_once(name, fn, kind, config):
+    preds, labels = make_inputs(kind)
+    config = {"weights": np.ones_like(preds), **config}
+    _assert_each_checked_once(call(fn, config), preds, labels)
+
+
+@pytest.mark.parametrize("name, fn, kind, config", PER_EXAMPLE, ids=per_example_ids)
+def test_each_input_is_checked_once_per_example(name, fn, kind, config):
+    preds, labels = make_examples(kind)
+    keep = _batch_mask(kind, np.array([True, False, True, True, False, True]))
+    if "where" in inspect.signature(fn).parameters:
+        config = {"where": np.broadcast_to(keep, preds.shape[: keep.ndim]), **config}
+    _assert_each_checked_once(call(fn, config), preds, labels)
+
+
+@pytest.mark.parametrize(
+    "name, loss_fn, kind",
+    [c for c in CALLABLES + PER_EXAMPLE_CALLABLES if len(getattr(c[1], "terms", ())) < 2],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_each_input_is_checked_once_by_a_callable(name, loss_fn, kind):
+    preds, labels = make_inputs(kind) if kind in ("logits", "probs") else make_examples(kind)
+    weights = np.ones(preds.shape[:1] if kind in ("integer", "soft") else preds.shape, np.float32)
+    if kind.startswith("image"):
+        weights = weights[:, :1, :1]
+    _assert_each_checked_once(
+        lambda p, y: loss_fn(p, y, weights=weights, where=weights > 0), preds, labels
+    )
+
+
+@pytest.mark.parametrize("name, fn", BATCH_LEVEL, ids=batch_level_ids)
+def test_each_input_is_checked_once_batch_level(name, fn):
+    _assert_each_checked_once(fn, *batch_inputs())

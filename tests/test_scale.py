@@ -251,3 +251,18 @@ def test_linear_head_bad_inputs():
         )
     with pytest.raises(bcejax.InvalidInputError, match="labels must be in"):
         bcejax.sigmoid_binary_cross_entropy_with_linear(f, w, b, 255 * y)
+
+
+@pytest.mark.parametrize("operand", ["features", "weight"])
+@pytest.mark.parametrize("head", ["sigmoid", "softmax"])
+def test_heads_name_nan_features_and_weights(head, operand):
+    f, w, b, _, y = head_problem()
+    (f if operand == "features" else w)[2, 1] = np.nan
+    if head == "sigmoid":
+        fn, labels = bcejax.sigmoid_binary_cross_entropy_with_linear, y
+    else:
+        fn, labels = bcejax.softmax_cross_entropy_with_linear, np.arange(f.shape[0]) % w.shape[1]
+    with pytest.raises(bcejax.InvalidInputError, match=f"NaN in {operand}: the model has diverged"):
+        fn(f, w, b, labels)
+    with pytest.raises(bcejax.InvalidInputError, match=f"NaN in {operand}"):
+        bcejax.checked(jax.jit(fn))(f, w, b, labels)

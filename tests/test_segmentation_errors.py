@@ -52,6 +52,9 @@ def test_negative_config_errors():
             fn(X, Y, smooth=-1.0)
     with pytest.raises(ValueError, match="smooth must be >= 0"):
         bcejax.sigmoid_bce_dice_loss(X, Y, smooth=-0.5)
+    for weight in ("bce_weight", "dice_weight"):
+        with pytest.raises(ValueError, match=f"{weight} must be >= 0"):
+            bcejax.sigmoid_bce_dice_loss(X, Y, **{weight: -1.0})
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         bcejax.tversky_loss(X, Y, alpha=-0.1)
     with pytest.raises(ValueError, match="beta must be >= 0"):
