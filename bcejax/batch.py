@@ -82,6 +82,7 @@ def sigmoid_ghm_loss(
     bins: int = 10,
     momentum: ArrayLike = 0.0,
     state: ArrayLike | None = None,
+    update: str = "all",
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
     axis_name: AxisName | None = None,
@@ -111,6 +112,12 @@ def sigmoid_ghm_loss(
     or ``momentum=0``) the ``beta`` then average to 1 over the valid entries
     (weighted by ``w``).
 
+    ``update="all"`` moves every bin's running count, as the paper's moving
+    average does: a bin the batch leaves empty decays towards 0.
+    ``update="filled"`` moves only the bins the batch fills and keeps the
+    others' counts, as mmdetection's ``GHMC`` does; with ``state`` starting
+    at zeros (mmdetection's first state) it gives mmdetection's numbers.
+
     ``beta`` is a constant for the derivative (``stop_gradient``), as in the
     paper: the derivative in the logits is ``w beta (sigmoid(x) - y)``.
     Masked entries (``where`` False) and entries of weight 0 are not in the
@@ -127,6 +134,8 @@ def sigmoid_ghm_loss(
       momentum: ``mu`` in ``[0, 1)`` of the running counts; 0 uses the current batch alone.
       state: the running counts, shape ``(bins,)``, returned by the previous
         step; None starts from the current counts.
+      update: ``"all"`` (the paper) or ``"filled"`` (mmdetection): which bins
+        the moving average moves (static).
       where: optional mask, broadcastable; False entries are ignored.
       weights: optional weights ``w >= 0``, broadcastable: they scale the loss
         and count in the histogram.
@@ -157,6 +166,7 @@ def sigmoid_ghm_loss(
     """
     checks.check_count(bins, "bins", what=" (it sets the histogram's size)")
     checks.check_range(momentum, "momentum", 0.0, 1.0, hi_open=True)
+    checks.check_choice(update, "update", ("all", "filled"), ": 'filled' is mmdetection's rule")
     x, y, c, dtype = _prepare(logits, labels, where, weights)
     if state is not None:
         state = _check_state(state, bins, x.dtype)
@@ -172,7 +182,10 @@ def sigmoid_ghm_loss(
         running = counts
     else:
         mu = jnp.asarray(momentum, x.dtype)
-        running = jax.lax.stop_gradient(mu * state + (1 - mu) * counts)
+        running = mu * state + (1 - mu) * counts
+        if update == "filled":
+            running = jnp.where(counts > 0, running, state)
+        running = jax.lax.stop_gradient(running)
     # n is 0 only when nothing is counted: every coefficient is 0 then, so 1 serves.
     nonempty = jnp.maximum(jnp.sum(counts > 0), 1).astype(x.dtype)
     density = running[index]

@@ -428,3 +428,60 @@ def test_unmasked_bad_values_raise(fn):
         fn(np.where(MASK, X, np.nan), Y)
     with pytest.raises(bcejax.InvalidInputError, match="8-bit mask"):
         bcejax.checked(jax.jit(fn))(X, Y * 255)
+
+
+def mmdetection_ghmc(batches, bins, momentum):
+    """mmdetection's GHMC over the batches, in float64: only the bins a batch fills move.
+
+    Its loop, bin by bin: edges ``i / bins`` (the last moved up by 1e-6), a
+    running sum starting at zeros, ``weights = tot / acc_sum[i] / n``; the
+    elementwise loss is ``weights * BCE`` (mmdetection then sums it over ``tot``).
+    """
+    edges = np.arange(bins + 1) / bins
+    edges[-1] += 1e-6
+    acc_sum = np.zeros(bins)
+    losses = []
+    for x, y in batches:
+        g = np.abs(helpers.sigmoid(x) - y)
+        tot, n = x.size, 0
+        weights = np.zeros(x.shape)
+        for i in range(bins):
+            inds = (g >= edges[i]) & (g < edges[i + 1])
+            num_in_bin = inds.sum()
+            if num_in_bin > 0:
+                acc_sum[i] = momentum * acc_sum[i] + (1 - momentum) * num_in_bin
+                weights[inds] = tot / acc_sum[i]
+                n += 1
+        if n > 0:
+            weights = weights / n
+        losses.append(weights * _bce(x, y))
+    return losses
+
+
+def test_ghm_filled_update_is_mmdetections_rule():
+    # g = |sigmoid(x) - y| with bins of width 1/4: batch 1 fills bins 0, 1 and 3,
+    # batch 2 leaves bin 1 empty, batch 3 fills it again.
+    y = np.ones(4)
+    batches = [
+        (np.array([5.0, 0.8, 0.6, -5.0]), y),  # bins 0, 1, 1, 3
+        (np.array([5.0, 4.0, -4.0, -5.0]), y),  # bins 0, 0, 3, 3
+        (np.array([0.7, 0.9, 6.0, -6.0]), y),  # bins 1, 1, 0, 3
+    ]
+    want = mmdetection_ghmc(batches, bins=4, momentum=0.75)
+    state = jnp.zeros(4, jnp.float64)
+    step = jax.jit(
+        lambda x, y, s: sigmoid_ghm_loss(x, y, bins=4, momentum=0.75, state=s, update="filled")
+    )
+    for (x, y), loss_want in zip(batches, want, strict=True):
+        loss, state = step(x, y, state)
+        np.testing.assert_allclose(loss, loss_want, rtol=1e-12)
+    # The paper's rule decays bin 1 in batch 2, so batch 3 weighs its entries otherwise.
+    state = jnp.zeros(4, jnp.float64)
+    for x, y in batches:
+        loss, state = sigmoid_ghm_loss(x, y, bins=4, momentum=0.75, state=state)
+    assert not np.allclose(loss, want[-1], rtol=1e-3)
+
+
+def test_ghm_update_must_be_a_known_rule():
+    with pytest.raises(ValueError, match=r"update must be one of \('all', 'filled'\).*mmdetection"):
+        sigmoid_ghm_loss(X, Y, momentum=0.5, update="filled_bins")
