@@ -166,7 +166,10 @@ def precision_recall_curve(
     and the last point ``(1, 0)`` without a threshold. Tied, masked and
     zero-weight entries repeat a point, so the curve drawn is exactly scikit-learn's
     ``precision_recall_curve``, and ``-sum(diff(recall) * precision[:-1])``
-    is :func:`average_precision`.
+    is :func:`average_precision`. With no positive label, recall is 1 at
+    every threshold (and 0 at the last point), as scikit-learn sets it; where
+    scikit-learn also warns, a jitted function cannot, so count the positive
+    labels first if a batch may hold none.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -178,7 +181,7 @@ def precision_recall_curve(
     """
     r = rank_by_score(*prepare_scores(scores, labels, sample_weight, where))
     precision = safe_divide(r.tp, r.tp + r.fp)
-    recall = r.tp / r.tp[-1]
+    recall = safe_divide(r.tp, r.tp[-1], 1.0)  # no positive label: 1, as scikit-learn
     # Dropped entries sort last, at -inf: they repeat the last kept point.
     kept = jnp.isfinite(r.scores) | (r.scores > 0)
     last = jnp.max(jnp.where(kept, jnp.arange(r.tp.size), 0))

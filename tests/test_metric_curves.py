@@ -116,3 +116,15 @@ def test_curves_without_ties():
     np.testing.assert_allclose(precision, sk_precision, rtol=1e-12)
     np.testing.assert_allclose(recall, sk_recall, rtol=1e-12)
     np.testing.assert_array_equal(pr_thresholds, sk_pr_thresholds)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_precision_recall_curve_without_positives_has_recall_one(weighted):
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.35])
+    y = np.zeros(5)
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0]) if weighted else None
+    with pytest.warns(UserWarning, match="No positive class"):
+        want = skm.precision_recall_curve(y, s, sample_weight=w, drop_intermediate=False)
+    precision, recall, _ = metrics.precision_recall_curve(s, y, sample_weight=w)
+    np.testing.assert_array_equal(recall, [1, 1, 1, 1, 1, 0])
+    np.testing.assert_allclose(dedup(precision, recall), dedup(*want[:2]), rtol=1e-12)
