@@ -56,8 +56,11 @@ class TrainState:
 
 
 def manager(directory: Path) -> ocp.CheckpointManager:
-    """The checkpoints of one run: the two newest epochs are kept."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    """The checkpoints of one run: the two newest epochs are kept.
+
+    A temporary folder that a save cut off by a crash left behind is removed.
+    """
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, cleanup_tmp_directories=True)
     # One unnamed item, declared here: orbax would otherwise infer the layout from the
     # first checkpoint it reads, and a damaged one would make it misread the rest.
     handler = ocp.StandardCheckpointHandler()
@@ -65,9 +68,14 @@ def manager(directory: Path) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, epochs: int) -> None:
-    """Saves ``state`` as the checkpoint of its epoch, and waits until it is written."""
-    manager.save(state.epoch, args=ocp.args.StandardSave(_to_checkpoint(state, epochs)))
-    manager.wait_until_finished()
+    """Saves ``state`` as the checkpoint of its epoch, and waits until it is written.
+
+    SIGINT and SIGTERM wait until it is complete (:func:`cli.signals_deferred`).
+    """
+    with cli.signals_deferred():
+        manager.save(state.epoch, args=ocp.args.StandardSave(_to_checkpoint(state, epochs)))
+        manager.wait_until_finished()
+        cli.saved(state.epoch, manager.directory)
 
 
 def _to_checkpoint(state: TrainState, epochs: int) -> dict[str, Any]:
@@ -114,7 +122,11 @@ def resume(
     mesh: jax.sharding.Mesh,
     args: argparse.Namespace,
 ) -> TrainState:
-    """``--resume``: the newest readable checkpoint's state; else ``state``, old ones deleted."""
+    """``--resume``: the newest readable checkpoint's state; else ``state``.
+
+    Without ``--resume``, an earlier run's checkpoints are there only with
+    ``--overwrite`` (:func:`cli.parse` refuses the rest), which deletes them.
+    """
     if manager.latest_step() is None:
         return state
     if not args.resume:
@@ -125,6 +137,7 @@ def resume(
     replicated = NamedSharding(mesh, P())
     params, opt_state = jax.device_put((saved.params, saved.opt_state), replicated)
     cli.report(f"resumed from the checkpoint after epoch {saved.epoch}")
+    cli.saved(saved.epoch, manager.directory)
     return dataclasses.replace(saved, params=params, opt_state=opt_state)
 
 

@@ -5,15 +5,22 @@ checks them before any work (a bad value ends the run with a one-line error
 and exit status 2, as argparse does), then joins the other processes when
 ``--distributed`` is given: before any other JAX call, as
 ``jax.distributed.initialize`` requires. :func:`run` ends an example cleanly
-on the faults it expects; :func:`report` prints from process 0 alone.
+on the faults it expects and on Ctrl-C or SIGTERM (a preempted TPU VM or
+Colab sends it): the checkpoint being written is finished, one line says
+what is saved and how to resume, and the status is 130 or 143.
+:func:`report` prints from process 0 alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import shlex
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,8 +35,22 @@ class CheckpointError(RuntimeError):
     """``--resume`` found checkpoints but could read none of them."""
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the run stops (a BaseException, as KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line: ``spam.py: error: ...``, exit status 2."""
+    """An argument parser whose errors are one line: ``spam.py: error: ...``, exit status 2.
+
+    ``--help`` shows each flag's default.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -40,16 +61,27 @@ def arguments(
 ) -> argparse.ArgumentParser:
     """The command line every example shares; examples add their own options."""
     parser = _Parser(description=description)
-    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--epochs", type=int, default=epochs, help="the most epochs to train")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="the global batch")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
-    parser.add_argument("--patience", type=int, default=patience, help="early-stopping epochs")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=Path("runs") / name, help="output folder (%(default)s)"
+        "--patience",
+        type=int,
+        default=patience,
+        help="stop after this many epochs without a lower validation loss",
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest readable checkpoint"
+    parser.add_argument("--seed", type=int, default=0, help="seeds the model and the batches")
+    parser.add_argument("--out", type=Path, default=Path("runs") / name, help="output folder")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest readable checkpoint",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --out that holds a run: its checkpoints are deleted",
     )
     parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
     hosts = parser.add_argument_group(
@@ -60,8 +92,8 @@ def arguments(
         "--distributed", action="store_true", help="call jax.distributed.initialize() first"
     )
     hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
-    hosts.add_argument("--num-processes", type=int, metavar="N")
-    hosts.add_argument("--process-id", type=int, metavar="I", help="0 to N - 1")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this one's, 0 to N - 1")
     return parser
 
 
@@ -84,6 +116,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
         parser.error(f"--out {args.out} is a file; give a folder (it is created if absent)")
     if args.resume and not has_checkpoint(args.out):
         parser.error(f"--resume: no checkpoint in {args.out}; leave out --resume to start anew")
+    if not (args.resume or args.overwrite) and has_checkpoint(args.out):
+        parser.error(
+            f"--out {args.out} holds the checkpoints of an earlier run: add --resume to "
+            "continue it, or --overwrite to start over (deletes them), or give another --out"
+        )
     _check_processes(parser, args)
     if args.distributed:
         # Processes on CPU exchange data through gloo: JAX's default, set if a JAX has none.
@@ -143,7 +180,12 @@ def run(main: Callable[[], Any]) -> None:
 
     A non-finite loss exits with its message and status 1; checkpoints none of
     which can be read, with an argparse-style one-line error and status 2.
+    SIGINT (Ctrl-C) and SIGTERM stop the run between two steps, or once the
+    checkpoint being written is complete; one line then says which checkpoint
+    is saved and the command that resumes, and the status is ``128 + signal``
+    (130, 143), as a shell reports a process the signal ended.
     """
+    handlers = {number: signal.signal(number, _on_signal) for number in _SIGNALS}
     try:
         main()
     except NonFiniteLossError as error:
@@ -151,3 +193,56 @@ def run(main: Callable[[], Any]) -> None:
     except CheckpointError as error:
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Interrupted as stop:
+        if jax.process_index() == 0:
+            print(_interrupted(stop.signum), file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferred: list[int] = []  # signals that arrived while a checkpoint was being written
+_deferring = False
+_saved: tuple[int, Path] | None = None  # (epoch, folder) of the newest complete checkpoint
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if _deferring:
+        _deferred.append(signum)
+    else:
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends: a checkpoint is never cut off."""
+    global _deferring
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+    if _deferred:
+        raise Interrupted(_deferred[0])
+
+
+def saved(epoch: int, folder: Path) -> None:
+    """Records that the checkpoint after ``epoch`` is complete in ``folder``."""
+    global _saved
+    _saved = (epoch, folder)
+
+
+def _interrupted(signum: int) -> str:
+    """The one line of an interrupted run: what is saved, and the command to go on."""
+    name = f"{Path(sys.argv[0]).name}: stopped by {signal.Signals(signum).name}"
+    python = os.path.relpath(sys.executable)
+    python = sys.executable if python.startswith("..") else python
+    if _saved is None:
+        command = shlex.join([python, *sys.argv])
+        return f"{name} before an epoch was saved; start again with: {command}"
+    argv = [a for a in sys.argv if a not in ("--resume", "--overwrite")]
+    epoch, folder = _saved
+    command = shlex.join([python, *argv, "--resume"])
+    return f"{name}; the checkpoint after epoch {epoch} is in {folder}; resume with: {command}"

@@ -19,17 +19,35 @@ def _pyplot():
 
 
 def losses(out: Path, history: dict[str, list[float]]) -> None:
+    """``loss_curves.png``: the training and validation losses, the kept epoch marked."""
+    plt = _pyplot()
+    fig = loss_figure(history)
+    fig.savefig(out / "loss_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def loss_figure(history: dict[str, list[float]]):
+    """The loss curves; the epoch whose parameters were kept (lowest validation loss) marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     ax.plot(epochs, history["train_loss"], "o-", label="train")
     ax.plot(epochs, history["val_loss"], "o-", label="validation")
+    kept = int(np.argmin(history["val_loss"]))  # the first lowest, as training.fit keeps
+    ax.axvline(epochs[kept], color="gray", linestyle=":", zorder=0)
+    ax.plot(
+        epochs[kept],
+        history["val_loss"][kept],
+        "*",
+        color="black",
+        markersize=12,
+        label=f"kept: epoch {epochs[kept]}",
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def classifier(out: Path, logits, labels, temperature: float) -> None:
@@ -48,24 +66,50 @@ def classifier(out: Path, logits, labels, temperature: float) -> None:
     fig.savefig(out / "roc_pr.png", dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = reliability_figure(logits, labels, temperature)
+    fig.savefig(out / "reliability.png", dpi=100)
+    plt.close(fig)
+
+
+def reliability_figure(logits, labels, temperature: float, n_bins: int = 10):
+    """Reliability before and after temperature scaling, and the examples in each bin.
+
+    Above: the fraction of positives against the mean predicted probability of
+    each non-empty bin, the legend in the top left corner, where a model that
+    is not badly under-confident puts no point. Below: the count of each bin
+    (log scale), which says how much each point weighs in the ECE.
+    """
+    plt = _pyplot()
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": (3, 1)}
+    )
     ax.plot([0, 1], [0, 1], ":", color="gray")
+    edges = np.linspace(0, 1, n_bins + 1)
     for scale, name in ((1.0, "before"), (temperature, f"after, T = {temperature:.2f}")):
-        bins = metrics.reliability_diagram(logits / scale, labels, n_bins=10, from_logits=True)
+        bins = metrics.reliability_diagram(logits / scale, labels, n_bins=n_bins, from_logits=True)
         full = np.asarray(bins.weight) > 0
         ece = float(metrics.expected_calibration_error(logits / scale, labels, from_logits=True))
-        ax.plot(
+        (line,) = ax.plot(
             np.asarray(bins.prob_pred)[full],
             np.asarray(bins.prob_true)[full],
             "o-",
             label=f"{name} (ECE {ece:.3f})",
         )
-    ax.set(xlabel="mean predicted probability", ylabel="fraction of positives")
+        offset = (0.25 if scale == 1.0 else 0.55) / n_bins
+        counts.bar(
+            edges[:-1] + offset,
+            np.asarray(bins.weight),
+            width=0.3 / n_bins,
+            align="edge",
+            color=line.get_color(),
+            label=name,
+        )
+    ax.set(ylabel="fraction of positives", xlim=(0, 1), ylim=(0, 1))
     ax.set_title("reliability, temperature scaling")
-    ax.legend()
+    ax.legend(loc="upper left", fontsize=9)
+    counts.set(xlabel="mean predicted probability", ylabel="examples", yscale="log")
     fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def segmentation(out: Path, images, masks, logits, count: int = 6) -> None:

@@ -54,6 +54,8 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import argparse
+
 import cli
 import evaluation
 import jax.numpy as jnp
@@ -197,12 +199,36 @@ def loss_callable(name: str):
     return losses.LovaszHinge()
 
 
+def widths(text: str) -> tuple[int, ...]:
+    """``--widths``: positive channel counts, comma-separated, at least two levels."""
+    try:
+        values = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) < 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"give two or more positive channel counts, comma-separated, as 8,16,32; got {text!r}"
+        )
+    return values
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
         "segmentation", __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
     )
-    parser.add_argument("--loss", choices=LOSSES, default="bce_dice")
-    parser.add_argument("--widths", default="8,16,32", help="channels per U-Net level")
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="bce_dice",
+        help="bce: BinaryCrossEntropy() per pixel; dice: DiceLoss() per image; bce_dice: "
+        "their sum; focal: FocalLoss(alpha=None, gamma=2); lovasz: LovaszHinge() per image",
+    )
+    parser.add_argument(
+        "--widths",
+        type=widths,
+        default="8,16,32",
+        help="channels of each U-Net level, top to bottom, comma-separated",
+    )
     parser.add_argument("--train-size", type=int, default=SPLITS["train"], help="training images")
     args = cli.parse(parser, argv)  # first: it may join other processes
     sizes = dict(SPLITS, train=args.train_size)
@@ -210,8 +236,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.epochs = min(args.epochs, 2)
         sizes = {"train": 300, "val": 64, "test": 64}
     splits = load(args.seed, sizes)
-    widths = tuple(int(w) for w in args.widths.split(","))
-    model = UNet(widths, nnx.Rngs(args.seed))
+    model = UNet(args.widths, nnx.Rngs(args.seed))
     task = training.Task(
         name="segmentation",
         model=model,

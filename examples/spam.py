@@ -135,9 +135,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         "spam", __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
     )
     parser.add_argument(
-        "--loss", choices=("bce", "pos_weight", "focal", "asymmetric"), default="bce"
+        "--loss",
+        choices=("bce", "pos_weight", "focal", "asymmetric"),
+        default="bce",
+        help="bce: BinaryCrossEntropy(); pos_weight: BCE with pos_weight = negatives / "
+        "positives; focal: FocalLoss(alpha=0.25, gamma=2); asymmetric: "
+        "AsymmetricLoss(gamma_neg=4, clip=0.05)",
     )
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=64, help="units in each hidden layer")
     args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs = min(args.epochs, 3)

@@ -233,13 +233,15 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
     args.out.mkdir(parents=True, exist_ok=True)
     trainer, state = _setup(task, optimizer, args.batch_size)
     manager = checkpoints.manager(args.out / "checkpoints")
-    state = checkpoints.resume(manager, state, trainer.mesh, args)
-    start = time.perf_counter()
-    while state.epoch < args.epochs and not _stop_early(state, args.patience):
-        state = _epoch(task, trainer, state, args)
-        checkpoints.save(manager, state, args.epochs)
-        cli.report(_epoch_line(task, state))
-    manager.close()
+    try:
+        state = checkpoints.resume(manager, state, trainer.mesh, args)
+        start = time.perf_counter()
+        while state.epoch < args.epochs and not _stop_early(state, args.patience):
+            state = _epoch(task, trainer, state, args)
+            checkpoints.save(manager, state, args.epochs)
+            cli.report(_epoch_line(task, state))
+    finally:
+        manager.close()
     return FitResult(state, trainer, args.out, seconds=time.perf_counter() - start)
 
 
