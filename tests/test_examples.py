@@ -303,3 +303,39 @@ def test_a_schedule_sized_with_global_batch_size_spans_the_steps_fit_takes(tmp_p
     assert len(result.state.history.val_loss) == 2 and result.out == tmp_path
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.state.epoch = 0
+
+
+@pytest.mark.parametrize("name", ["spam", "sentiment", "segmentation"])
+def test_help_shows_every_default_and_explains_every_choice(name):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "1000"},  # one line an option
+    )
+    assert result.returncode == 0, result.stderr
+    options = []  # each option with its help, which argparse may put on the next lines
+    for line in result.stdout.splitlines():
+        if line.startswith("  --"):
+            options.append(line)
+        elif options and line.startswith("   ") and not line.strip().startswith("-"):
+            options[-1] += " " + line.strip()
+    assert len(options) >= 14
+    for line in options:
+        assert "(default: " in line, line
+    loss = next(line for line in options if line.startswith("  --loss"))
+    choices = re.search(r"\{(.+?)\}", loss).group(1).split(",")
+    for choice in choices:
+        assert f"{choice}: " in loss, (choice, loss)
+
+
+@pytest.mark.parametrize("widths", ["8", "8,x", "8,0,4", ""])
+def test_bad_widths_stop_before_any_work(tmp_path, widths):
+    result = run_example("segmentation", tmp_path, "--quick", "--widths", widths, check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "segmentation.py: error: argument --widths: give two or more positive channel "
+        f"counts, comma-separated, as 8,16,32; got {widths!r}"
+    ]
