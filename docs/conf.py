@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax copied into the site: no CDN, the math renders offline
     "myst_nb",  # MyST Markdown pages (myst-parser) and notebooks
     "bcejax_api",
 ]

@@ -7,6 +7,7 @@ does this test.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zlib
@@ -80,3 +81,18 @@ def test_the_pages_hold_the_readme_the_notebook_and_the_math(site):
         assert "str(object=" not in page.read_text(), page.name
     api = (out / "api" / "bcejax.binary.html").read_text()
     assert 'class="math' in api and "mathjax" in api.lower()
+
+
+def test_the_math_renders_offline(site):
+    """Every page loads MathJax from the site itself, never from a CDN."""
+    result, out = site
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 100_000
+    pages = [p for p in out.rglob("*.html") if "math" in p.read_text()]
+    assert len(pages) >= 9
+    for page in pages:
+        scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page.read_text(), re.I)
+        assert scripts, page
+        for src in scripts:
+            assert "://" not in src, (page, src)
+            assert (page.parent / src).resolve().is_file(), (page, src)
