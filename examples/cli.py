@@ -97,6 +97,14 @@ def arguments(
     return parser
 
 
+def add_choice(
+    parser: argparse.ArgumentParser, flag: str, choices: dict[str, str], default: str
+) -> None:
+    """A flag with named choices; ``--help`` says what each one is (``choices``: name to text)."""
+    text = "; ".join(f"{name}: {what}" for name, what in choices.items())
+    parser.add_argument(flag, choices=tuple(choices), default=default, help=text)
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and checks the flags, then joins the other processes if ``--distributed``.
 

@@ -70,7 +70,13 @@ SIZE = 64
 SPLITS = {"train": 1500, "val": 300, "test": 300}
 STRIPES = ((0.15, 0.5), (0, np.pi), (0, 2 * np.pi))
 CLOUDS, STRIPE, NOISE, CONTRAST = 0.4, 0.25, 0.25, (1.0, 1.5)
-LOSSES = ("bce", "dice", "bce_dice", "focal", "lovasz")
+LOSSES = {  # --loss: each choice, as --help explains it
+    "bce": "BinaryCrossEntropy() per pixel",
+    "dice": "DiceLoss() per image",
+    "bce_dice": "their sum",
+    "focal": "FocalLoss(alpha=None, gamma=2)",
+    "lovasz": "LovaszHinge() per image",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -216,13 +222,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
         "segmentation", __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
     )
-    parser.add_argument(
-        "--loss",
-        choices=LOSSES,
-        default="bce_dice",
-        help="bce: BinaryCrossEntropy() per pixel; dice: DiceLoss() per image; bce_dice: "
-        "their sum; focal: FocalLoss(alpha=None, gamma=2); lovasz: LovaszHinge() per image",
-    )
+    cli.add_choice(parser, "--loss", LOSSES, default="bce_dice")
     parser.add_argument(
         "--widths",
         type=widths,

@@ -165,6 +165,14 @@ def squared_error(logits, labels, *, where=None):
     return bcejax.reduce_loss(error, "mean", where=where)
 
 
+LOSSES = {  # --loss: each choice, as --help explains it
+    "bce": "BinaryCrossEntropy()",
+    "label_smoothing": "BCE with label_smoothing=0.1",
+    "focal": "FocalLoss(alpha=None, gamma=2)",
+    "mse": "(sigmoid(x) - y)^2",
+}
+
+
 def loss_callable(name: str):
     if name == "bce":
         return bcejax.losses.BinaryCrossEntropy()
@@ -179,22 +187,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
         "sentiment", __doc__.splitlines()[0], epochs=30, batch_size=64, lr=3e-3, patience=4
     )
-    parser.add_argument(
-        "--loss",
-        choices=("bce", "label_smoothing", "focal", "mse"),
-        default="bce",
-        help="bce: BinaryCrossEntropy(); label_smoothing: BCE with label_smoothing=0.1; "
-        "focal: FocalLoss(alpha=None, gamma=2); mse: (sigmoid(x) - y)^2",
-    )
+    cli.add_choice(parser, "--loss", LOSSES, default="bce")
     parser.add_argument("--dim", type=int, default=64, help="embedding size")
     parser.add_argument("--drop", type=float, default=0.0, help="n-gram dropout rate")
     parser.add_argument("--members", type=int, default=5, help="models in the ensemble")
-    parser.add_argument(
-        "--optimizer",
-        choices=("adamw", "sgd"),
-        default="adamw",
-        help="adamw: AdamW, weight decay 1e-4; sgd: SGD with momentum 0.9",
-    )
+    optimizers = {"adamw": "AdamW, weight decay 1e-4", "sgd": "SGD with momentum 0.9"}
+    cli.add_choice(parser, "--optimizer", optimizers, default="adamw")
     args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
         args.epochs, args.members = min(args.epochs, 3), 1

@@ -119,6 +119,14 @@ class MLP(nnx.Module):
         return self.out(x)[..., 0]
 
 
+LOSSES = {  # --loss: each choice, as --help explains it
+    "bce": "BinaryCrossEntropy()",
+    "pos_weight": "BCE with pos_weight = negatives / positives",
+    "focal": "FocalLoss(alpha=0.25, gamma=2)",
+    "asymmetric": "AsymmetricLoss(gamma_neg=4, clip=0.05)",
+}
+
+
 def loss_callable(name: str, train_labels: np.ndarray):
     if name == "bce":
         return bcejax.losses.BinaryCrossEntropy()
@@ -134,14 +142,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
         "spam", __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
     )
-    parser.add_argument(
-        "--loss",
-        choices=("bce", "pos_weight", "focal", "asymmetric"),
-        default="bce",
-        help="bce: BinaryCrossEntropy(); pos_weight: BCE with pos_weight = negatives / "
-        "positives; focal: FocalLoss(alpha=0.25, gamma=2); asymmetric: "
-        "AsymmetricLoss(gamma_neg=4, clip=0.05)",
-    )
+    cli.add_choice(parser, "--loss", LOSSES, default="bce")
     parser.add_argument("--hidden", type=int, default=64, help="units in each hidden layer")
     args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
