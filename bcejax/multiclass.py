@@ -11,6 +11,7 @@ shape drops single classes from the softmax.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import jax
@@ -42,7 +43,8 @@ def _classes_last(x, axes):
     batch = [a for a in range(x.ndim) if a not in axes]
     if axes != tuple(range(x.ndim - len(axes), x.ndim)):
         x = jnp.transpose(x, (*batch, *axes))
-    return x.reshape(*x.shape[: len(batch)], -1)
+    # The class size written out: -1 cannot be inferred from an empty batch.
+    return x.reshape(*x.shape[: len(batch)], math.prod(x.shape[len(batch) :]))
 
 
 def _class_mask(where, shape, axes):

@@ -309,8 +309,9 @@ def lovasz_hinge(
     if mask is not None:
         errors = jnp.where(mask, errors, -jnp.inf)  # sorted last, and relu(-inf) = 0
     batch = x.shape[0] if per_image else 1
-    errors = errors.reshape(batch, -1)
-    y = y.reshape(batch, -1)
+    pixels = errors.size // batch if batch else 0  # -1 cannot be inferred from an empty batch
+    errors = errors.reshape(batch, pixels)
+    y = y.reshape(batch, pixels)
     order = jnp.argsort(-errors, axis=-1, stable=True)
     errors = jnp.take_along_axis(errors, order, -1)
     y = jnp.take_along_axis(y, order, -1)

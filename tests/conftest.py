@@ -9,8 +9,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
+
+# The fuzzing profiles of tests/test_fuzz.py. "ci", the default: the same draws
+# each run, few enough for the suite's time. "long": random draws, many more
+# (--hypothesis-profile=long). No deadline: a draw of a new shape compiles.
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=4, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("long", max_examples=400, **_FUZZ)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import jax
@@ -140,3 +141,22 @@ def test_config_can_be_learned():
     grads = jax.grad(loss_of)(losses.FocalLoss(alpha=0.25, gamma=jnp.float32(2.0)))
     assert isinstance(grads, losses.FocalLoss)
     assert np.isfinite(grads.gamma) and grads.gamma < 0  # larger gamma, smaller loss
+
+
+@pytest.mark.parametrize(
+    "loss_fn, shape, labels",
+    [
+        (bcejax.losses.CategoricalCrossEntropy(), (0, 5), np.zeros(0, np.int32)),
+        (bcejax.losses.CategoricalCrossEntropy(), (0, 5), np.zeros((0, 5), np.float32)),
+        (bcejax.losses.LovaszHinge(), (0, 3, 3), np.zeros((0, 3, 3), np.float32)),
+        (bcejax.losses.LovaszHinge(per_image=False), (0, 3, 3), np.zeros((0, 3, 3), np.float32)),
+        (bcejax.losses.DiceLoss(), (0, 3, 3), np.zeros((0, 3, 3), np.float32)),
+    ],
+    ids=["integer", "one-hot", "lovasz", "lovasz-batch", "dice"],
+)
+def test_an_empty_batch_sums_to_zero(loss_fn, shape, labels):
+    # Found by fuzzing: a batch of 0 examples (every weight 0, repeated) failed with
+    # "integer modulo by zero" in a reshape to (0, -1).
+    logits = np.zeros(shape, np.float32)
+    assert float(dataclasses.replace(loss_fn, reduction="sum")(logits, labels)) == 0.0
+    assert float(jax.jit(lambda x, y: loss_fn(x, y))(logits, labels)) == 0.0
