@@ -27,7 +27,7 @@ What to look for (seed 0; seeds 1 to 5 show the same pattern):
 * Both have a higher test BCE than plain BCE: only unweighted BCE is fitted to
   give calibrated probabilities.
 
-Run from the repository root (CPU is fine, a few seconds)::
+Run from the repository root (CPU is fine, about 6 s on a 2-core CPU)::
 
     python examples/quickstart.py
     python examples/quickstart.py --steps 1000 --seed 1
