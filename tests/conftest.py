@@ -14,10 +14,12 @@ from hypothesis import HealthCheck, settings
 jax.config.update("jax_enable_x64", True)
 
 # The fuzzing profiles of tests/test_fuzz.py. "ci", the default: the same draws
-# each run, few enough for the suite's time. "long": random draws, many more
+# each run, few enough for the suite's time. "smoke": two draws a test, for the
+# JAX version legs of .ci/matrix. "long": random draws, many more
 # (--hypothesis-profile=long). No deadline: a draw of a new shape compiles.
 _FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=4, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("smoke", max_examples=2, derandomize=True, database=None, **_FUZZ)
 settings.register_profile("long", max_examples=400, **_FUZZ)
 settings.load_profile("ci")
 
