@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,14 @@ class TrainState:
 def manager(directory: Path) -> ocp.CheckpointManager:
     """The checkpoints of one run: the two newest epochs are kept.
 
-    A temporary folder that a save cut off by a crash left behind is removed.
+    A temporary folder that a save cut off by a crash left behind is removed
+    here, by name: orbax's own ``cleanup_tmp_directories`` warns about every
+    complete checkpoint in some versions (0.11).
     """
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, cleanup_tmp_directories=True)
+    if jax.process_index() == 0:
+        for leftover in directory.glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     # One unnamed item, declared here: orbax would otherwise infer the layout from the
     # first checkpoint it reads, and a damaged one would make it misread the rest.
     handler = ocp.StandardCheckpointHandler()
