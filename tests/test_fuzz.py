@@ -253,8 +253,8 @@ def _mask_shape(kind, keep):
 @given(data=st.data())
 def test_fuzz_callable_where_equals_slicing_and_weights_repeats(name, loss_fn, kind, data):
     preds, labels, keep, counts = data.draw(callable_inputs(kind))
-    batch_level = name in dict((n, 0) for n, *_ in PER_EXAMPLE_CALLABLES)
-    mask = _mask_shape(kind, keep) if batch_level else keep.reshape(-1, *[1] * (preds.ndim - 1))
+    per_example = name in per_example_callable_ids
+    mask = _mask_shape(kind, keep) if per_example else keep.reshape(-1, *[1] * (preds.ndim - 1))
     dtype = preds.dtype
     got = loss_fn(preds, labels, where=np.broadcast_to(mask, preds.shape[: mask.ndim]))
     assert np.isfinite(got) or not keep.any()
