@@ -56,11 +56,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+BASELINE = {  # --baseline: each choice, as --help explains it
+    "auto": "train it, except with --quick",
+    "on": "train it",
+    "off": "skip it",
+}
+
+
+class _Given(argparse.Action):
+    """Stores a flag's value and its name in ``given``: what the command line set."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*namespace.given, self.dest}
+
+
 def arguments(
-    name: str, description: str, *, epochs: int, batch_size: int, lr: float, patience: int = 3
+    name: str,
+    description: str,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int = 3,
+    members: int = 1,
 ) -> argparse.ArgumentParser:
-    """The command line every example shares; examples add their own options."""
+    """The command line every example shares; examples add their own options.
+
+    ``members`` is the default of ``--members``, the models in the ensemble.
+    ``--baseline`` chooses whether the scikit-learn baseline (:mod:`baselines`)
+    trains beside the model.
+    """
     parser = _Parser(description=description)
+    parser.set_defaults(given=set())
     parser.add_argument("--epochs", type=int, default=epochs, help="the most epochs to train")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="the global batch")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
@@ -71,6 +99,13 @@ def arguments(
         help="stop after this many epochs without a lower validation loss",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the model and the batches")
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=members,
+        action=_Given,
+        help="models in the ensemble, seeded --seed, --seed + 1, ...; its logit is their mean",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs") / name, help="output folder")
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
@@ -83,7 +118,12 @@ def arguments(
         action="store_true",
         help="start over in an --out that holds a run: its checkpoints are deleted",
     )
-    parser.add_argument("--quick", action="store_true", help="a small, fast run (tests)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small, fast run (tests): one model unless --members is given, no baseline",
+    )
+    add_choice(parser, "--baseline", BASELINE, default="auto")
     hosts = parser.add_argument_group(
         "several processes",
         "one command per process; on a TPU pod, Slurm or Open MPI, --distributed finds the rest",
@@ -112,7 +152,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     any other JAX call, and a bad flag must stop the run before any work.
     """
     args = parser.parse_args(argv)
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+    positive = ("--epochs", args.epochs), ("--batch-size", args.batch_size)
+    for flag, value in (*positive, ("--members", args.members)):
         if value < 1:
             parser.error(f"{flag} must be a positive integer, got {value}")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -130,6 +171,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
             "continue it, or --overwrite to start over (deletes them), or give another --out"
         )
     _check_processes(parser, args)
+    if args.quick and "members" not in args.given:
+        args.members = 1
     if args.distributed:
         # Processes on CPU exchange data through gloo: JAX's default, set if a JAX has none.
         if jax.config.jax_cpu_collectives_implementation is None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
+import baselines
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,26 +17,21 @@ import training
 from bcejax import calibration, metrics
 
 
-def split_logits(task: training.Task, result: training.FitResult) -> dict[str, np.ndarray]:
-    """The best parameters' logits on the validation and test splits."""
-    best = result.state.best_params
-    return {
-        split: training.predict(result.trainer, best, task.splits[split])[1]
-        for split in ("val", "test")
-    }
-
-
 def evaluate(
-    task: training.Task, result: training.FitResult, logits: dict[str, np.ndarray] | None = None
+    task: training.Task,
+    result: training.FitResult,
+    logits: dict[str, np.ndarray] | None = None,
+    baseline: baselines.Baseline | None = None,
 ) -> dict[str, Any] | None:
     """Test metrics, plots and ``metrics.json`` of the best parameters; returns the metrics.
 
     ``logits`` (per split, e.g. an ensemble's averaged logits) replaces the
-    best parameters' own. Every process takes part in computing the logits;
-    process 0 alone computes the metrics, writes the files and prints the
-    summary, and the others return None.
+    best parameters' own. ``baseline``, if given, is scored alike: its test
+    metrics go to ``"baseline"`` and print beside the model's. Every process
+    takes part in computing the logits; process 0 alone computes the metrics,
+    writes the files and prints the summary, and the others return None.
     """
-    logits = split_logits(task, result) if logits is None else logits
+    logits = training.split_logits(task, result) if logits is None else logits
     if jax.process_index() != 0:
         return None
     out = result.out
@@ -43,17 +39,19 @@ def evaluate(
     for split in ("val", "test"):
         loss = task.loss(jnp.asarray(logits[split]), jnp.asarray(task.splits[split]["y"]))
         results[f"{split}_loss"] = float(loss)
+    results["test"] = _test_metrics(task, logits)
     y_test = task.splits["test"]["y"]
     if task.kind == "classifier":
-        temperature = float(calibration.fit_temperature(logits["val"], task.splits["val"]["y"]))
-        results["test"] = _classifier_metrics(logits["test"], y_test, temperature)
-        plots.classifier(out, logits["test"], y_test, temperature)
+        plots.classifier(out, logits["test"], y_test, results["test"]["temperature"])
     else:
-        results["test"] = {
-            "iou": float(metrics.iou_score(logits["test"], y_test, threshold=0.0)),
-            "dice": float(metrics.dice_score(logits["test"], y_test, threshold=0.0)),
-        }
         plots.segmentation(out, task.splits["test"]["x"], y_test, logits["test"])
+    if baseline is not None:
+        results["baseline"] = {
+            "model": baseline.name,
+            "val_score": baseline.val_score,
+            "seconds": round(baseline.seconds, 1),
+            "test": _test_metrics(task, baseline.logits),
+        }
     results["epochs"] = result.state.epoch
     results["train_seconds"] = round(result.seconds, 1)
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
@@ -63,6 +61,18 @@ def evaluate(
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     _print_summary(results)
     return results
+
+
+def _test_metrics(task: training.Task, logits: dict[str, np.ndarray]) -> dict[str, float]:
+    """The test metrics of one model's logits (the validation logits fit its temperature)."""
+    y_test = task.splits["test"]["y"]
+    if task.kind == "classifier":
+        temperature = float(calibration.fit_temperature(logits["val"], task.splits["val"]["y"]))
+        return _classifier_metrics(logits["test"], y_test, temperature)
+    return {
+        "iou": float(metrics.iou_score(logits["test"], y_test, threshold=0.0)),
+        "dice": float(metrics.dice_score(logits["test"], y_test, threshold=0.0)),
+    }
 
 
 def _classifier_metrics(x: np.ndarray, y: np.ndarray, temperature: float) -> dict[str, float]:
@@ -81,10 +91,17 @@ def _classifier_metrics(x: np.ndarray, y: np.ndarray, temperature: float) -> dic
 
 
 def _print_summary(results: dict) -> None:
-    test = results["test"]
+    test, baseline = results["test"], results.get("baseline")
     hosts = f", {results['processes']} processes" if results["processes"] > 1 else ""
     print(f"\n{results['example']} ({results['loss']}), test split, {results['devices']}{hosts}:")
+    print(f"  {'':<32} {'model':>8}" + (f" {'baseline':>9}" if baseline else ""))
     for key, value in test.items():
-        print(f"  {key:<32} {value:.4f}")
-    print(f"  {'epochs':<32} {results['epochs']}")
-    print(f"  {'training seconds':<32} {results['train_seconds']}")
+        beside = f" {baseline['test'][key]:>9.4f}" if baseline else ""
+        print(f"  {key:<32} {value:>8.4f}{beside}")
+    print(f"  {'epochs':<32} {results['epochs']:>8}")
+    print(f"  {'training seconds':<32} {results['train_seconds']:>8}")
+    if baseline:
+        print(
+            f"  baseline: {baseline['model']}, the best on the validation split "
+            f"({baseline['val_score']:.4f}), fitted in {baseline['seconds']} s"
+        )

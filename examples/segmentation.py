@@ -31,15 +31,17 @@ Losses (``--loss``), all from logits:
 
 * ``bce``: ``BinaryCrossEntropy()``, per pixel;
 * ``dice``: ``DiceLoss()``, the soft Dice loss of each image, averaged;
-* ``bce_dice`` (default): ``BinaryCrossEntropy() + DiceLoss()``;
+* ``bce_dice``: ``BinaryCrossEntropy() + DiceLoss()``;
 * ``focal``: ``FocalLoss(alpha=None, gamma=2)``. No class balancing: with
   ``alpha=0.25`` (Lin et al.'s detection setting) each foreground pixel weighs
   a third as much as a background one, which shrinks the predicted masks
   (6.97% of the test pixels predicted foreground, 7.58% true; test IoU 0.891
   against 0.921 with ``alpha=None``), while the IoU here counts both kinds of
   error alike;
-* ``lovasz``: ``LovaszHinge()``, the Lovász extension of the Jaccard loss of
-  each image, averaged.
+* ``lovasz`` (default): ``LovaszHinge()``, the Lovász extension of the
+  Jaccard loss of each image, averaged. It optimizes the IoU itself, and was
+  chosen on the validation split: IoU 0.964 against 0.929 for ``bce_dice``,
+  the default before it.
 
 Test IoU / Dice at the defaults (seed 0, 8 epochs; threshold 0 on the logits):
 ``bce`` 0.905 / 0.950, ``dice`` 0.919 / 0.958, ``bce_dice`` 0.933 / 0.965,
@@ -48,7 +50,7 @@ Test IoU / Dice at the defaults (seed 0, 8 epochs; threshold 0 on the logits):
 Run from the repository root::
 
     python examples/segmentation.py                 # about 78 s on a 2-core CPU
-    python examples/segmentation.py --loss lovasz --out runs/segmentation-lovasz
+    python examples/segmentation.py --loss bce_dice --out runs/segmentation-bce-dice
     python examples/segmentation.py --quick         # 300 / 64 / 64 images, 2 epochs: about 17 s
 """
 
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 
+import baselines
 import cli
 import evaluation
 import jax.numpy as jnp
@@ -147,6 +150,75 @@ def load(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, dict[s
 
 
 # ---------------------------------------------------------------------------
+# The baseline: gradient boosting on each pixel's neighbourhood statistics.
+# ---------------------------------------------------------------------------
+
+WINDOWS = (3, 5, 9, 15, 25)  # the neighbourhoods' sides, in pixels
+BASELINE_IMAGES, BASELINE_PIXELS = 300, 150_000  # what the baseline fits: pixels of some images
+
+
+def box_mean(x: np.ndarray, side: int) -> np.ndarray:
+    """The mean of each pixel's ``side`` x ``side`` neighbourhood in images ``(n, h, w)``.
+
+    The edges are extended by repeating the border pixels.
+    """
+    half = side // 2
+    padded = np.pad(x, ((0, 0), (half + 1, half), (half + 1, half)), mode="edge")
+    total = padded.cumsum(1).cumsum(2)
+    h, w = x.shape[1:]
+    window = (
+        total[:, side : side + h, side : side + w]
+        - total[:, :h, side : side + w]
+        - total[:, side : side + h, :w]
+        + total[:, :h, :w]
+    )
+    return window / side**2
+
+
+def pixel_features(x: np.ndarray) -> np.ndarray:
+    """One row per pixel of images ``(n, h, w, 1)``: what it and its neighbourhoods look like.
+
+    The image is first centred on its median and scaled by its deviation.
+    Then, per pixel: its value; the mean and the deviation of its 3 to 25
+    pixel square neighbourhoods (``WINDOWS``); and the image's skewness, whose
+    sign says whether its shapes are brighter or darker than the background.
+    """
+    x = x[..., 0].astype(np.float64)
+    z = (x - np.median(x, (1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
+    centred = x - x.mean((1, 2), keepdims=True)
+    skew = (
+        np.mean(centred**3, (1, 2), keepdims=True)
+        / np.mean(centred**2, (1, 2), keepdims=True) ** 1.5
+    )
+    columns = [z, np.broadcast_to(skew, z.shape)]
+    for side in WINDOWS:
+        mean = box_mean(z, side)
+        columns += [mean, np.sqrt(np.maximum(box_mean(z * z, side) - mean**2, 0))]
+    return np.stack(columns, -1).reshape(-1, len(columns)).astype(np.float32)
+
+
+def baseline_features(splits: dict, seed: int) -> baselines.Features:
+    """Per pixel features of each split; for training, ``BASELINE_PIXELS`` pixels drawn at random.
+
+    They are drawn from ``BASELINE_IMAGES`` training images drawn at random:
+    only those images' features are computed.
+    """
+    rng = np.random.default_rng(seed)
+    train = splits["train"]
+    images = np.sort(rng.permutation(len(train["y"]))[:BASELINE_IMAGES])
+    x, y = pixel_features(train["x"][images]), train["y"][images].reshape(-1)
+    rows = rng.permutation(y.size)[:BASELINE_PIXELS]
+    return baselines.Features(
+        (x[rows], y[rows]),
+        *(
+            (pixel_features(splits[name]["x"]), splits[name]["y"].reshape(-1))
+            for name in ("val", "test")
+        ),
+        shapes={name: splits[name]["y"].shape for name in ("val", "test")},
+    )
+
+
+# ---------------------------------------------------------------------------
 # The model.
 # ---------------------------------------------------------------------------
 
@@ -222,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
         "segmentation", __doc__.splitlines()[0], epochs=8, batch_size=32, lr=3e-3, patience=3
     )
-    cli.add_choice(parser, "--loss", LOSSES, default="bce_dice")
+    cli.add_choice(parser, "--loss", LOSSES, default="lovasz")
     parser.add_argument(
         "--widths",
         type=widths,
@@ -236,22 +308,30 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.epochs = min(args.epochs, 2)
         sizes = {"train": 300, "val": 64, "test": 64}
     splits = load(args.seed, sizes)
-    model = UNet(args.widths, nnx.Rngs(args.seed))
-    task = training.Task(
-        name="segmentation",
-        model=model,
-        loss=loss_callable(args.loss),
-        splits=splits,
-        kind="segmentation",
-        loss_name=args.loss,
-    )
+
+    def make_task(seed: int) -> training.Task:
+        return training.Task(
+            name="segmentation",
+            model=UNet(args.widths, nnx.Rngs(seed)),
+            loss=loss_callable(args.loss),
+            splits=splits,
+            kind="segmentation",
+            loss_name=args.loss,
+        )
+
     # The schedule counts the steps fit takes: its batch is rounded to the device count.
     batch_size = training.global_batch_size(args.batch_size)
     steps = args.epochs * -(-len(splits["train"]["y"]) // batch_size)
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, steps // 10), steps)
     optimizer = optax.adamw(schedule, weight_decay=1e-4)
-    result = training.fit(task, args, optimizer)
-    return evaluation.evaluate(task, result)
+    task, result, logits = training.fit_ensemble(make_task, args, optimizer)
+    baseline = None
+    if baselines.wanted(args):
+        candidates = baselines.logistic_regression((1.0,)) | baselines.gradient_boosting(
+            (0.1,), (15, 63)
+        )
+        baseline = baselines.fit(candidates, baseline_features(splits, args.seed), baselines.iou)
+    return evaluation.evaluate(task, result, logits, baseline)
 
 
 if __name__ == "__main__":

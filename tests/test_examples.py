@@ -72,6 +72,30 @@ def test_spam_quick_writes_sane_outputs(spam_quick):
     for plot in ("loss_curves.png", "roc_pr.png", "reliability.png"):
         assert (out / plot).stat().st_size > 1000
     assert "roc_auc" in result.stdout  # the printed summary
+    assert "baseline" not in metrics and "baseline" not in result.stdout  # --quick skips it
+
+
+def check_baseline(metrics: dict, stdout: str) -> None:
+    """The baseline's record in ``metrics.json``: scored as the model, printed beside it."""
+    baseline = metrics["baseline"]
+    assert set(baseline) == {"model", "val_score", "seconds", "test"}
+    assert baseline["model"].startswith(("LogisticRegression(", "HistGradientBoostingClassifier("))
+    assert set(baseline["test"]) == set(metrics["test"])
+    assert all(math.isfinite(v) for v in baseline["test"].values())
+    header = next(line for line in stdout.splitlines() if line.split() == ["model", "baseline"])
+    assert header and f"baseline: {baseline['model']}, the best on the validation split" in stdout
+
+
+def test_spam_ensemble_and_baseline(tmp_path):
+    result = run_example("spam", tmp_path, "--quick", "--members", "2", "--baseline", "on")
+    metrics = read_metrics(tmp_path)
+    assert "member 2 of 2" in result.stdout
+    for member in ("member0", "member1"):
+        assert any(p.name.isdigit() for p in (tmp_path / member / "checkpoints").iterdir())
+    assert not (tmp_path / "checkpoints").exists()
+    check_baseline(metrics, result.stdout)
+    assert metrics["baseline"]["test"]["roc_auc"] > 0.85
+    assert metrics["test"]["roc_auc"] > 0.85
 
 
 def test_spam_focal_loss(tmp_path):
@@ -193,8 +217,10 @@ def test_non_finite_loss_stops_the_run_with_the_step(tmp_path):
 
 def test_sentiment_quick(tmp_path):
     """With the squared-error loss, the one loss that is not a bcejax callable."""
-    run_example("sentiment", tmp_path, "--quick", "--loss", "mse")
+    result = run_example("sentiment", tmp_path, "--quick", "--loss", "mse", "--baseline", "on")
     metrics = read_metrics(tmp_path)
+    check_baseline(metrics, result.stdout)
+    assert metrics["baseline"]["model"].startswith("LogisticRegression(")
     assert metrics["loss"] == "mse"
     assert CLASSIFIER_KEYS <= set(metrics["test"])
     assert all(math.isfinite(v) for v in metrics["test"].values())
@@ -257,8 +283,10 @@ def test_the_notebook_install_cell_installs_from_its_source(monkeypatch, source,
 
 
 def test_segmentation_quick(tmp_path):
-    run_example("segmentation", tmp_path, "--quick")
+    result = run_example("segmentation", tmp_path, "--quick", "--baseline", "on")
     metrics = read_metrics(tmp_path)
+    check_baseline(metrics, result.stdout)
+    assert metrics["baseline"]["test"]["iou"] > 0.5
     test = metrics["test"]
     assert set(test) == {"iou", "dice"}
     # predicting no foreground gives 0, predicting all of it about 0.075; a full run 0.93

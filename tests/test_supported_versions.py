@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PINNED = ["jax", "jaxlib", "optax", "flax", "orbax-checkpoint"]
+PINNED = ["jax", "jaxlib", "optax", "flax", "orbax-checkpoint", "scikit-learn"]
 
 
 def _declared_lowest() -> dict[str, str]:
