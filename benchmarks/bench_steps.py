@@ -7,10 +7,12 @@ callable, one with what a user of optax writes instead:
 
 * spam and sentiment: ``BinaryCrossEntropy()`` against the mean of
   ``optax.sigmoid_binary_cross_entropy``;
-* segmentation: ``BinaryCrossEntropy() + DiceLoss()`` against the per-image
-  mean of ``optax.sigmoid_binary_cross_entropy`` plus a soft Dice in plain
-  ``jnp`` (``bench_segmentation.plain_bce_dice``), and ``LovaszHinge()``, which
-  optax lacks.
+* segmentation: ``BinaryCrossEntropy() + DiceLoss()`` against the mean of
+  ``optax.sigmoid_binary_cross_entropy`` plus a soft Dice in plain ``jnp``,
+  and ``LovaszHinge()``, which optax lacks.
+
+Every loss takes the step's mask (``where``: the padding of a short batch),
+as the examples' losses do; here it keeps every entry.
 
 The loss's share of a step is the time of ``value_and_grad`` of the loss
 alone, at the logits' shape, over the time of the whole step. Each example
@@ -31,7 +33,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import bench_segmentation
 import harness
 import jax
 import jax.numpy as jnp
@@ -53,10 +54,17 @@ def optax_bce(logits, labels, *, where=None):
     return jnp.sum(loss * where) / jnp.sum(where)
 
 
-def optax_bce_dice(logits, labels, *, where=None):
-    """optax's BCE averaged per image plus the plain soft Dice, averaged over the images."""
-    del where  # every pixel is kept here
-    return jnp.mean(bench_segmentation.plain_bce_dice(logits, labels))
+def optax_bce_dice(logits, labels, *, where=None, smooth=1.0):
+    """optax's BCE averaged over the kept pixels plus a soft Dice of each image's kept pixels.
+
+    ``bench_segmentation.plain_bce_dice`` with the example's mask, as the
+    bcejax callables take it: what a user of optax writes for padded batches.
+    """
+    kept = where.astype(logits.dtype)
+    bce = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels) * kept) / jnp.sum(kept)
+    p, y, axes = jax.nn.sigmoid(logits) * kept, labels * kept, (1, 2)
+    dice = 1 - (2 * jnp.sum(p * y, axes) + smooth) / (jnp.sum(p, axes) + jnp.sum(y, axes) + smooth)
+    return bce + jnp.mean(dice)
 
 
 def step(model: nnx.Module, loss_fn: Callable) -> Callable:

@@ -48,13 +48,15 @@ class Features:
 class Baseline:
     """The chosen candidate: its name, validation score, logits per split and fitting time.
 
-    ``logits`` holds ``"val"`` and ``"test"``, shaped as the labels of the split.
+    ``logits`` holds ``"val"`` and ``"test"``, shaped as the labels of the
+    split; ``val_scores``, every candidate's validation score by name.
     """
 
     name: str
     val_score: float
     logits: dict[str, np.ndarray]
     seconds: float
+    val_scores: dict[str, float]
 
 
 def logistic_regression(c_values=(0.1, 1.0, 10.0)) -> dict[str, Callable[[], Any]]:
@@ -102,10 +104,11 @@ def fit(
     best: Any = None
     best_score, best_name, best_val = -np.inf, "", None
     (x_train, y_train), (x_val, y_val) = features.train, features.val
+    scores = {}
     for name, make in candidates.items():
         model = make().fit(x_train, y_train)
         val_logits = model.decision_function(x_val)
-        value = float(score(val_logits, y_val))
+        scores[name] = value = float(score(val_logits, y_val))
         if value > best_score:
             best, best_score, best_name, best_val = model, value, name, val_logits
     logits = {"val": best_val, "test": best.decision_function(features.test[0])}
@@ -114,7 +117,7 @@ def fit(
         split: np.asarray(value, np.float32).reshape(shapes.get(split, value.shape))
         for split, value in logits.items()
     }
-    return Baseline(best_name, best_score, logits, time.perf_counter() - start)
+    return Baseline(best_name, best_score, logits, time.perf_counter() - start, scores)
 
 
 def roc_auc(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -49,6 +49,7 @@ def evaluate(
         results["baseline"] = {
             "model": baseline.name,
             "val_score": baseline.val_score,
+            "val_scores": baseline.val_scores,
             "seconds": round(baseline.seconds, 1),
             "test": _test_metrics(task, baseline.logits),
         }

@@ -71,3 +71,43 @@ def test_softmax_and_segmentation_benchmarks_report_their_floor(tmp_path):
     images = entry["results"]
     assert {row["name"] for row in images} >= {"bcejax sigmoid_bce_dice_loss", "bcejax dice_loss"}
     assert all(row["fraction_of_floor"] > 0 for row in images)
+
+
+@pytest.mark.slow
+def test_step_benchmark_times_every_example_with_both_losses(tmp_path):
+    entry, stdout = _run_benchmark("bench_steps.py", "--small", out=tmp_path)
+    rows = entry["results"]
+    assert {row["example"] for row in rows} == {"spam", "sentiment", "segmentation"}
+    for example in ("spam", "sentiment"):
+        assert {row["loss"] for row in rows if row["example"] == example} == {
+            "bcejax BCE",
+            "optax BCE",
+        }
+    assert all(row["step_ms"] > 0 and row["loss_share"] > 0 for row in rows)
+    assert "flax" in entry["versions"] and "loss share" in stdout
+
+
+def test_the_step_benchmark_compares_the_same_loss(monkeypatch):
+    """optax's stand-ins give the bcejax callables' values, a mask dropping some entries."""
+    import jax
+    import jax.numpy as jnp
+
+    import bcejax
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_steps
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    for shape, bcejax_loss, optax_loss in [
+        ((16,), bcejax.losses.BinaryCrossEntropy(), bench_steps.optax_bce),
+        (
+            (4, 8, 8),
+            bcejax.losses.BinaryCrossEntropy() + bcejax.losses.DiceLoss(),
+            bench_steps.optax_bce_dice,
+        ),
+    ]:
+        x = 3 * jax.random.normal(keys[0], shape)
+        y = (jax.random.uniform(keys[1], shape) < 0.3).astype(jnp.float32)
+        where = jax.random.uniform(keys[2], shape) < 0.8
+        want = bcejax_loss(x, y, where=where)
+        assert float(optax_loss(x, y, where=where)) == pytest.approx(float(want), rel=1e-5)

@@ -37,7 +37,10 @@ class Fixed:
 
 def test_the_best_validation_score_is_chosen_and_only_it_reads_the_test_split(examples):
     baselines = examples[0]
-    x = {n: np.arange(size, dtype=float)[:, None] for n, size in (("train", 6), ("val", 4), ("test", 3))}
+    x = {
+        n: np.arange(size, dtype=float)[:, None]
+        for n, size in (("train", 6), ("val", 4), ("test", 3))
+    }
     y = {"train": np.zeros(6), "val": np.array([0.0, 0, 1, 1]), "test": np.array([0.0, 1, 1])}
     features = baselines.Features(*((x[n], y[n]) for n in ("train", "val", "test")))
     log: list = []
@@ -45,6 +48,7 @@ def test_the_best_validation_score_is_chosen_and_only_it_reads_the_test_split(ex
     candidates = {"backwards": lambda: Fixed(-1.0, log), "right": lambda: Fixed(2.0, log)}
     chosen = baselines.fit(candidates, features, baselines.roc_auc)
     assert chosen.name == "right" and chosen.val_score == 1.0
+    assert chosen.val_scores == {"backwards": 0.0, "right": 1.0}
     assert [entry for entry in log if entry[2] == 3] == [("read", 2.0, 3)]  # the test split
     np.testing.assert_allclose(chosen.logits["test"], [0.0, 2.0, 4.0])
     np.testing.assert_allclose(chosen.logits["val"], [0.0, 2.0, 4.0, 6.0])
@@ -106,8 +110,10 @@ def test_the_segmentation_baseline_draws_its_training_pixels_from_some_images(ex
     splits = segmentation.load(0, {"train": 8, "val": 2, "test": 3})
     features = segmentation.baseline_features(splits, seed=0)
     x_train, y_train = features.train
-    assert x_train.shape[0] == y_train.size == min(
-        segmentation.BASELINE_PIXELS, 8 * segmentation.SIZE**2
+    assert (
+        x_train.shape[0]
+        == y_train.size
+        == min(segmentation.BASELINE_PIXELS, 8 * segmentation.SIZE**2)
     )
     assert features.test[0].shape[0] == 3 * segmentation.SIZE**2
     assert features.shapes["test"] == (3, segmentation.SIZE, segmentation.SIZE)

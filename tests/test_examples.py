@@ -78,7 +78,9 @@ def test_spam_quick_writes_sane_outputs(spam_quick):
 def check_baseline(metrics: dict, stdout: str) -> None:
     """The baseline's record in ``metrics.json``: scored as the model, printed beside it."""
     baseline = metrics["baseline"]
-    assert set(baseline) == {"model", "val_score", "seconds", "test"}
+    assert set(baseline) == {"model", "val_score", "val_scores", "seconds", "test"}
+    assert baseline["val_score"] == max(baseline["val_scores"].values())
+    assert baseline["val_scores"][baseline["model"]] == baseline["val_score"]
     assert baseline["model"].startswith(("LogisticRegression(", "HistGradientBoostingClassifier("))
     assert set(baseline["test"]) == set(metrics["test"])
     assert all(math.isfinite(v) for v in baseline["test"].values())
@@ -289,8 +291,9 @@ def test_segmentation_quick(tmp_path):
     assert metrics["baseline"]["test"]["iou"] > 0.5
     test = metrics["test"]
     assert set(test) == {"iou", "dice"}
-    # predicting no foreground gives 0, predicting all of it about 0.075; a full run 0.93
-    assert 0.2 < test["iou"] <= test["dice"] <= 1.0
+    # Predicting no foreground gives 0, predicting all of it about 0.075; the Lovász hinge
+    # (the default) reaches 0.18 after the 2 quick epochs, 0.97 in a full run.
+    assert 0.1 < test["iou"] <= test["dice"] <= 1.0
     assert len(metrics["history"]["val_score"]) == 2  # the validation IoU per epoch
     for plot in ("loss_curves.png", "overlays.png"):
         assert (tmp_path / plot).stat().st_size > 1000

@@ -1,9 +1,10 @@
 """An example as several processes on one machine, as a cluster of hosts would run it.
 
-``examples/spam.py --quick --distributed`` runs as two processes with two
+Each example, ``--quick --distributed``, runs as two processes with two
 simulated CPU devices each, a coordinator on a free port of 127.0.0.1 and gloo
-collectives between them. Waits are bounded, and every process started here
-is ended by its id, whatever happens.
+collectives between them, and gives what one process with four devices gives.
+The spam run is also killed and resumed. Waits are bounded, and every process
+started here is ended by its id, whatever happens.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("examples_compile_cache")]
 
 ROOT = Path(__file__).resolve().parents[1]
-SPAM = ROOT / "examples" / "spam.py"
+EXAMPLES = ROOT / "examples"
+# The spam run is an ensemble of two with its baseline: process 0 alone fits the baseline.
+ARGS = {"spam": ("--members", "2", "--baseline", "on"), "sentiment": (), "segmentation": ()}
 TIMEOUT = 180  # seconds for one run; a run takes about 30 on 2 cores
 
 
@@ -41,13 +44,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def two_processes(out: Path, *args: str):
-    """``spam.py --quick`` as processes 0 and 1; their output goes to ``out``-0.log, -1.log."""
+def two_processes(out: Path, *args: str, example: str = "spam"):
+    """``<example>.py --quick`` as processes 0 and 1; their output goes to ``out``-0.log, -1.log."""
     address = f"127.0.0.1:{free_port()}"
     started = []
     try:
         for i in range(2):
-            command = [sys.executable, str(SPAM), "--quick", "--out", str(out), *args]
+            script = EXAMPLES / f"{example}.py"
+            command = [sys.executable, str(script), "--quick", "--out", str(out), *args]
             command += ["--distributed", "--coordinator-address", address]
             command += ["--num-processes", "2", "--process-id", str(i)]
             with out.with_name(f"{out.name}-{i}.log").open("w") as log:
@@ -68,9 +72,9 @@ def logs(out: Path) -> list[str]:
     return [out.with_name(f"{out.name}-{i}.log").read_text() for i in range(2)]
 
 
-def run_two_processes(out: Path, *args: str) -> list[str]:
+def run_two_processes(out: Path, *args: str, example: str = "spam") -> list[str]:
     """Runs both processes to the end; returns their output."""
-    with two_processes(out, *args) as started:
+    with two_processes(out, *args, example=example) as started:
         deadline = time.monotonic() + TIMEOUT
         for process in started:
             process.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -82,13 +86,16 @@ def read_metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory) -> dict:
+def one_process(out: Path, example: str, *args: str) -> dict:
     """The same run as one process with four devices."""
-    out = tmp_path_factory.mktemp("one-process")
-    command = [sys.executable, str(SPAM), "--quick", "--out", str(out)]
+    command = [sys.executable, str(EXAMPLES / f"{example}.py"), "--quick", "--out", str(out)]
     result = subprocess.run(
-        command, capture_output=True, text=True, env=environment(4), cwd=ROOT, timeout=TIMEOUT
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        env=environment(4),
+        cwd=ROOT,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return read_metrics(out)
@@ -100,18 +107,24 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, list[str]]:
     return out, run_two_processes(out)
 
 
-def test_two_processes_train_as_one_process_with_four_devices(one_process, uninterrupted):
-    out, (first, second) = uninterrupted
+@pytest.mark.parametrize("example", ARGS)
+def test_two_processes_train_as_one_process_with_four_devices(tmp_path, example):
+    want = one_process(tmp_path / "one", example, *ARGS[example])
+    out = tmp_path / "two"
+    first, second = run_two_processes(out, *ARGS[example], example=example)
     got = read_metrics(out)
     assert (got["devices"], got["processes"]) == ("4 x cpu", 2)
     # each process fed its half of every batch: the same training, up to rounding
-    assert got["test"] == pytest.approx(one_process["test"], abs=1e-6)
-    for key, values in one_process["history"].items():
+    assert got["test"] == pytest.approx(want["test"], abs=1e-6)
+    for key, values in want["history"].items():
         assert got["history"][key] == pytest.approx(values, abs=1e-6)
+    if "--baseline" in ARGS[example]:  # the baseline sees the same data in either run
+        assert got["baseline"]["test"] == pytest.approx(want["baseline"]["test"], abs=1e-6)
     # process 0 alone prints and writes the outputs
-    assert "epoch   3:" in first and "roc_auc" in first
-    assert "epoch" not in second and "roc_auc" not in second
-    for plot in ("loss_curves.png", "roc_pr.png", "reliability.png"):
+    score = "iou" if example == "segmentation" else "roc_auc"
+    assert "epoch   1:" in first and score in first
+    assert "epoch" not in second and score not in second
+    for plot in ("loss_curves.png", "roc_pr.png" if score == "roc_auc" else "overlays.png"):
         assert (out / plot).stat().st_size > 1000
 
 

@@ -45,6 +45,7 @@ def test_the_readme_states_the_declared_range():
     assert (
         f"flax {lowest['flax']} and orbax-checkpoint {lowest['orbax-checkpoint']} or later" in text
     )
+    assert f"scikit-learn {lowest['scikit-learn']} or later" in text
     for name in PINNED:
         assert f"{name} {lowest[name]}" in text, name
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
