@@ -49,9 +49,9 @@ Test IoU / Dice at the defaults (seed 0, 8 epochs; threshold 0 on the logits):
 
 Run from the repository root::
 
-    python examples/segmentation.py                 # about 78 s on a 2-core CPU
+    python examples/segmentation.py                 # about 146 s on a 2-core CPU
     python examples/segmentation.py --loss bce_dice --out runs/segmentation-bce-dice
-    python examples/segmentation.py --quick         # 300 / 64 / 64 images, 2 epochs: about 17 s
+    python examples/segmentation.py --quick         # 300 / 64 / 64 images, 2 epochs: about 24 s
 """
 
 from __future__ import annotations

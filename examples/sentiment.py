@@ -39,7 +39,7 @@ Losses (``--loss``):
 
 Run from the repository root::
 
-    python examples/sentiment.py            # about 32 s on a 2-core CPU
+    python examples/sentiment.py            # about 46 s on a 2-core CPU
     python examples/sentiment.py --loss mse --out runs/sentiment-mse
     python examples/sentiment.py --quick
 """

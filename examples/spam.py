@@ -29,9 +29,9 @@ Losses (``--loss``):
 
 Run from the repository root::
 
-    python examples/spam.py                 # about 12 s on a 2-core CPU
+    python examples/spam.py                 # about 36 s on a 2-core CPU
     python examples/spam.py --loss focal --out runs/spam-focal
-    python examples/spam.py --quick         # about 10 s, most of it compiling
+    python examples/spam.py --quick         # about 15 s, most of it compiling
 """
 
 from __future__ import annotations

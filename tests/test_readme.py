@@ -41,8 +41,50 @@ def test_every_run_time_is_said_the_same_everywhere():
     assert _seconds(README, r"`python examples/quickstart.py` on the same machine") == (
         _seconds(quickstart, r"Run from the repository root")
     )
-    segmentation = (examples / "segmentation.py").read_text()
-    timed_again = re.search(r"\((\d+) s when timed again", README)
-    assert timed_again and int(timed_again.group(1)) == (
-        _seconds(segmentation, r"python examples/segmentation.py  ")
-    )
+    for name in ("sentiment", "segmentation"):
+        script = (examples / f"{name}.py").read_text()
+        section = README.split(f"### {name.capitalize()} (`examples/{name}.py`)", 1)[1]
+        assert _seconds(section, r"The default run, baseline included, takes") == (
+            _seconds(script, rf"python examples/{name}.py  ")
+        ), name
+
+
+def test_the_example_tables_are_the_recorded_runs():
+    """Each example's table rows and baseline row are the runs recorded with their machine."""
+    record = json.loads((ROOT / "benchmarks/results/examples_cpu_2026-12-05.json").read_text())
+    runs = record["runs"]
+    classifier = ("roc_auc", "average_precision", "f1", "log_loss", "ece")
+    tables = {
+        "Spam": {
+            "`bce`": "spam",
+            "`pos_weight`": "spam --loss pos_weight",
+            "`focal`": "spam --loss focal",
+            "`asymmetric`": "spam --loss asymmetric",
+        },
+        "Sentiment": {"`bce`": "sentiment"},
+        "Segmentation": {"`lovasz` (default)": "segmentation"},
+    }
+    for title, rows in tables.items():
+        name = title.lower()
+        section = README.split(f"### {title} (`examples/{name}.py`)", 1)[1].split("\n### ")[0]
+        cells = {
+            line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines()
+            if line.startswith("| ")
+        }
+        keys = ("iou", "dice") if name == "segmentation" else classifier
+        for first, run in rows.items():
+            assert cells[first] == [f"{runs[run]['test'][k]:.3f}" for k in keys], (title, first)
+        baseline = runs[name]["baseline"]
+        (row,) = [cell for cell in cells if cell.startswith("baseline: ")]
+        assert row.startswith(f"baseline: `{baseline['model']}`"), row
+        assert cells[row] == [f"{baseline['test'][k]:.3f}" for k in keys], (title, row)
+    # The spam example over five splits, as the README quotes it.
+    seeds = ["spam"] + [f"spam --seed {i}" for i in range(1, 5)]
+    text = " ".join(README.split())
+    for scores in (
+        [runs[s]["test"]["roc_auc"] for s in seeds],
+        [runs[s]["baseline"]["test"]["roc_auc"] for s in seeds],
+    ):
+        quoted = ", ".join(f"{v:.3f}" for v in scores[:-1]) + f" and {scores[-1]:.3f}"
+        assert f"{quoted} (mean {sum(scores) / len(scores):.3f})" in text, quoted
