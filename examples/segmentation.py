@@ -327,8 +327,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     task, result, logits = training.fit_ensemble(make_task, args, optimizer)
     baseline = None
     if baselines.wanted(args):
+        trees = 30 if args.quick else 300  # --quick --baseline on: a smaller one, for the tests
         candidates = baselines.logistic_regression((1.0,)) | baselines.gradient_boosting(
-            (0.1,), (15, 63)
+            (0.1,), (15, 63), max_iter=trees
         )
         baseline = baselines.fit(candidates, baseline_features(splits, args.seed), baselines.iou)
     return evaluation.evaluate(task, result, logits, baseline)

@@ -118,3 +118,14 @@ def test_the_segmentation_baseline_draws_its_training_pixels_from_some_images(ex
     assert features.test[0].shape[0] == 3 * segmentation.SIZE**2
     assert features.shapes["test"] == (3, segmentation.SIZE, segmentation.SIZE)
     assert isinstance(features, baselines.Features)
+
+
+@pytest.mark.parametrize(
+    ("choice", "quick", "trained"),
+    [("auto", False, True), ("auto", True, False), ("on", True, True), ("off", False, False)],
+)
+def test_baseline_flag(examples, choice, quick, trained):
+    import argparse
+
+    baselines = examples[0]
+    assert baselines.wanted(argparse.Namespace(baseline=choice, quick=quick)) is trained

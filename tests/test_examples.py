@@ -194,7 +194,8 @@ def test_bad_flags_stop_before_any_work(tmp_path, flags, named):
 
 def test_history_holds_only_the_epochs_that_ran(tmp_path):
     """Early stopping at the first epoch without improvement: no padding up to --epochs."""
-    run_example("spam", tmp_path, "--epochs", "10", "--patience", "0", "--lr", "0.02")
+    flags = ("--epochs", "10", "--patience", "0", "--lr", "0.02", "--members", "1")
+    run_example("spam", tmp_path, *flags, "--baseline", "off")
     metrics = read_metrics(tmp_path)
     assert metrics["epochs"] < 10
     for values in metrics["history"].values():

@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("examples_compile_cache"
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-# The spam run is an ensemble of two with its baseline: process 0 alone fits the baseline.
-ARGS = {"spam": ("--members", "2", "--baseline", "on"), "sentiment": (), "segmentation": ()}
+# One epoch of sentiment and segmentation; the spam runs are --quick's three epochs, and the
+# two-process one is also the run the killed run must resume to.
+ARGS = {"spam": (), "sentiment": ("--epochs", "1"), "segmentation": ("--epochs", "1")}
 TIMEOUT = 180  # seconds for one run; a run takes about 30 on 2 cores
 
 
@@ -108,18 +109,20 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize("example", ARGS)
-def test_two_processes_train_as_one_process_with_four_devices(tmp_path, example):
+def test_two_processes_train_as_one_process_with_four_devices(tmp_path, example, uninterrupted):
     want = one_process(tmp_path / "one", example, *ARGS[example])
-    out = tmp_path / "two"
-    first, second = run_two_processes(out, *ARGS[example], example=example)
+    if example == "spam":
+        out, (first, second) = uninterrupted
+    else:
+        out = tmp_path / "two"
+        first, second = run_two_processes(out, *ARGS[example], example=example)
     got = read_metrics(out)
     assert (got["devices"], got["processes"]) == ("4 x cpu", 2)
-    # each process fed its half of every batch: the same training, up to rounding
+    # Each process fed its half of every batch: the same training, up to rounding (the
+    # Lovász hinge's validation loss, a sum of sorted errors, rounds differently by 3e-6).
     assert got["test"] == pytest.approx(want["test"], abs=1e-6)
     for key, values in want["history"].items():
-        assert got["history"][key] == pytest.approx(values, abs=1e-6)
-    if "--baseline" in ARGS[example]:  # the baseline sees the same data in either run
-        assert got["baseline"]["test"] == pytest.approx(want["baseline"]["test"], abs=1e-6)
+        assert got["history"][key] == pytest.approx(values, abs=1e-5)
     # process 0 alone prints and writes the outputs
     score = "iou" if example == "segmentation" else "roc_auc"
     assert "epoch   1:" in first and score in first
