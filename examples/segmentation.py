@@ -47,6 +47,10 @@ Test IoU / Dice at the defaults (seed 0, 8 epochs; threshold 0 on the logits):
 ``bce`` 0.905 / 0.950, ``dice`` 0.919 / 0.958, ``bce_dice`` 0.933 / 0.965,
 ``focal`` 0.921 / 0.959, ``lovasz`` 0.966 / 0.983.
 
+The baseline (``--baseline``): gradient boosting per pixel, on each pixel's
+value and its neighbourhoods' means and deviations (:func:`pixel_features`),
+fitted on 150,000 pixels of 300 training images; test IoU / Dice 0.921 / 0.959.
+
 Run from the repository root::
 
     python examples/segmentation.py                 # about 146 s on a 2-core CPU
