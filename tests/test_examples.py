@@ -286,15 +286,17 @@ def test_the_notebook_install_cell_installs_from_its_source(monkeypatch, source,
 
 
 def test_segmentation_quick(tmp_path):
-    result = run_example("segmentation", tmp_path, "--quick", "--baseline", "on")
+    # bce_dice: the Lovász hinge (the default) needs more than the 2 quick epochs to start.
+    result = run_example(
+        "segmentation", tmp_path, "--quick", "--loss", "bce_dice", "--baseline", "on"
+    )
     metrics = read_metrics(tmp_path)
     check_baseline(metrics, result.stdout)
     assert metrics["baseline"]["test"]["iou"] > 0.5
     test = metrics["test"]
     assert set(test) == {"iou", "dice"}
-    # Predicting no foreground gives 0, predicting all of it about 0.075; the Lovász hinge
-    # (the default) reaches 0.18 after the 2 quick epochs, 0.97 in a full run.
-    assert 0.1 < test["iou"] <= test["dice"] <= 1.0
+    # predicting no foreground gives 0, predicting all of it about 0.075; a full run 0.93
+    assert 0.2 < test["iou"] <= test["dice"] <= 1.0
     assert len(metrics["history"]["val_score"]) == 2  # the validation IoU per epoch
     for plot in ("loss_curves.png", "overlays.png"):
         assert (tmp_path / plot).stat().st_size > 1000

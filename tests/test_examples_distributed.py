@@ -118,11 +118,12 @@ def test_two_processes_train_as_one_process_with_four_devices(tmp_path, example,
         first, second = run_two_processes(out, *ARGS[example], example=example)
     got = read_metrics(out)
     assert (got["devices"], got["processes"]) == ("4 x cpu", 2)
-    # Each process fed its half of every batch: the same training, up to rounding (the
-    # Lovász hinge's validation loss, a sum of sorted errors, rounds differently by 3e-6).
+    # Each process fed its half of every batch: the same training, up to rounding. The
+    # Lovász hinge's validation loss alone, a sum of sorted errors, rounds differently (3e-6).
     assert got["test"] == pytest.approx(want["test"], abs=1e-6)
     for key, values in want["history"].items():
-        assert got["history"][key] == pytest.approx(values, abs=1e-5)
+        lovasz_loss = example == "segmentation" and key == "val_loss"
+        assert got["history"][key] == pytest.approx(values, abs=1e-5 if lovasz_loss else 1e-6)
     # process 0 alone prints and writes the outputs
     score = "iou" if example == "segmentation" else "roc_auc"
     assert "epoch   1:" in first and score in first
